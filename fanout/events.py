@@ -1,0 +1,194 @@
+"""Events: the one stream every sink consumes (log lines, JSON, log files, store, live table).
+
+Events are small frozen values, past tense. ``at`` is wall-clock epoch seconds
+(``time.time()``); durations are measured on the monotonic clock by the engine.
+A status enum's values are exactly what the JSON output and the store show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class StepStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # interrupted by the operator
+    SKIPPED = "skipped"  # never begun: cancelled run, on_failure: stop, host unreachable
+
+
+class HostStatus(StrEnum):
+    OK = "ok"  # every step ok
+    FAILED = "failed"  # a step failed, or the host could not be reached, or fanout crashed on it
+    CANCELLED = "cancelled"  # stopped by the operator after it was dispatched
+    NOT_STARTED = "not started"  # still queued when the run was cancelled
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class CancelReason(StrEnum):
+    OPERATOR = "operator"  # q / quit typed at the prompt
+    SIGINT = "SIGINT"
+    SIGTERM = "SIGTERM"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedHost:
+    """What RunStarted announces for each selected host, in dispatch order."""
+
+    name: str
+    priority: int
+    oracle_sid: str
+    address: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    inventory: str
+    hosts: tuple[PlannedHost, ...]
+    max_parallel: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostStarted:
+    """The host left the queue; fanout is connecting to it."""
+
+    run_id: str
+    host: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostConnected:
+    run_id: str
+    host: str
+    attempt: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    """One connection attempt failed; ``will_retry`` says whether another follows."""
+
+    run_id: str
+    host: str
+    attempt: int
+    cause: str
+    will_retry: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    run_id: str
+    host: str
+    step: str
+    attempt: int
+    command: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """One line of remote output (newline stripped)."""
+
+    run_id: str
+    host: str
+    step: str
+    stream: Stream
+    line: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    run_id: str
+    host: str
+    step: str
+    attempt: int
+    status: StepStatus
+    exit_status: int | None  # None: the step never ran, or the connection died
+    cause: str | None  # one line: "ORA-19809: limit exceeded for recovery files", "timeout after 6h"
+    duration: float
+    will_retry: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostFinished:
+    run_id: str
+    host: str
+    status: HostStatus
+    cause: str | None
+    duration: float
+    detail: str | None  # e.g. the traceback when fanout itself crashed on this host (goes to its log)
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    run_id: str
+    reason: CancelReason
+    forced: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run_id: str
+    exit_code: int
+    cancelled: CancelReason | None
+    duration: float
+    at: float
+
+
+Event = (
+    RunStarted
+    | HostStarted
+    | HostConnected
+    | ConnectFailed
+    | StepStarted
+    | StepOutput
+    | StepFinished
+    | HostFinished
+    | CancelRequested
+    | RunFinished
+)
+
+
+class EventSink(Protocol):
+    """Consumes events. ``emit`` is synchronous and quick: cancellation cannot interrupt it."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class FanOut:
+    """An EventSink that hands every event to several sinks, in order."""
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self._sinks = tuple(sinks)
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink.emit(event)
+
+
+class RecordingSink:
+    """Keeps every event in a list (tests, and the JSON summary)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)

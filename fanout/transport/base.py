@@ -1,0 +1,72 @@
+"""The seam between the engine and the machines it drives.
+
+The engine only sees these protocols; ``ssh.py`` implements them with asyncssh
+and the tests implement them with fakes.
+
+Remote process contract (what every implementation must guarantee):
+
+* ``Session.start`` runs ``command`` on the host in a process group of its own,
+  writes ``stdin`` (if any) and closes it, and returns once the process group id
+  is known, so that ``signal`` can always reach the whole group.
+* ``RemoteProcess.lines`` yields output line by line as it arrives (never the
+  whole output in memory) and ends when both streams reach EOF.
+* ``RemoteProcess.signal`` delivers a signal to the whole remote process group.
+* ``RemoteProcess.wait`` returns the exit status (``128 + n`` when killed by
+  signal ``n``). If the connection dies first, it raises ``ConnectionLost`` —
+  but only after making a bounded effort (reconnecting) to stop the orphaned
+  remote process group, so a network blip never leaves a backup running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from fanout.events import Stream
+from fanout.inventory import Host
+
+
+class RemoteSignal(StrEnum):
+    INT = "INT"
+    TERM = "TERM"
+    KILL = "KILL"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    stream: Stream
+    text: str  # without the trailing newline
+
+
+class RemoteProcess(Protocol):
+    @property
+    def pgid(self) -> int | None: ...
+
+    def lines(self) -> AsyncIterator[OutputLine]: ...
+
+    async def signal(self, sig: RemoteSignal) -> None:
+        """Send ``sig`` to the whole remote process group. Never raises for a gone process."""
+        ...
+
+    async def wait(self) -> int:
+        """Exit status. Raises ConnectionLost (after trying to stop the group)."""
+        ...
+
+
+class Session(Protocol):
+    async def start(self, command: str, stdin: str | None) -> RemoteProcess:
+        """Start ``command``. Raises ConnectionLost if the connection is gone."""
+        ...
+
+
+class Transport(Protocol):
+    def open_session(self, host: Host) -> AbstractAsyncContextManager[Session]:
+        """Connect to ``host`` (one connection, reused for all its steps).
+
+        Raises ConnectError (transient), AuthError or HostKeyError. Leaving the
+        context closes the connection cleanly.
+        """
+        ...
