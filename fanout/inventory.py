@@ -6,10 +6,23 @@ Nothing downstream re-validates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import difflib
+import fnmatch
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import yaml
+
+from fanout.errors import InventoryError
 
 DEFAULT_STEPS: tuple[str, ...] = ("full", "archivelog", "controlfile")
 
@@ -20,7 +33,9 @@ class StepKind(StrEnum):
 
 
 class OnFailure(StrEnum):
-    CONTINUE = "continue"  # later steps still run (default: a failed full must not lose the archivelogs)
+    CONTINUE = (
+        "continue"  # later steps still run (default: a failed full must not lose the archivelogs)
+    )
     STOP = "stop"  # later steps of this host are skipped
 
 
@@ -76,6 +91,430 @@ class Inventory:
     sha256: str = ""  # of the file's bytes, for the run store
 
 
+# --- durations and selection --------------------------------------------------
+
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+(?:\.[0-9]+)?)s)?")
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``30s``, ``5m``, ``6h``, ``2d``, ``1h30m``, ``0.5s``.
+
+    Units d/h/m/s, each at most once and in that order; only seconds may have a
+    fraction. A bare number is seconds (``timeout: 90``). Zero is allowed here:
+    callers that need a positive duration check. Raises ValueError naming ``text``.
+    """
+    if _SECONDS.fullmatch(text):
+        return float(Decimal(text))
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"expected a duration like 30s, 5m, 6h or 1h30m, got {text!r}")
+    days, hours, minutes, seconds = (Decimal(group or 0) for group in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as ``parse_duration`` reads it: 21600 → ``6h``, 5400 → ``1h30m``, 0.5 → ``0.5s``.
+
+    Exact to the millisecond. Raises ValueError for a negative or non-finite value.
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a non-negative number of seconds, got {seconds!r}")
+    whole, millis = divmod(round(seconds * 1000), 1000)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if millis:
+        parts.append(f"{secs}.{millis:03d}".rstrip("0") + "s")
+    elif secs or not parts:
+        parts.append(f"{secs}s")
+    return "".join(parts)
+
+
+def select_hosts(
+    hosts: Iterable[Host], limit: Sequence[str], tags: Sequence[str]
+) -> tuple[Host, ...]:
+    """The hosts matching both ``limit`` and ``tags``, in their given order.
+
+    ``limit``: fnmatch globs on host names (case-sensitive); a host matches if any glob does.
+    ``tags``: a host matches if it carries *any* of them. So repeating either option
+    widens it, and the two options narrow each other. An empty sequence does not filter.
+    """
+    wanted = set(tags)
+    return tuple(
+        host
+        for host in hosts
+        if (not limit or any(fnmatch.fnmatchcase(host.name, glob) for glob in limit))
+        and (not wanted or not wanted.isdisjoint(host.tags))
+    )
+
+
+# --- loading ------------------------------------------------------------------------
+
+
 def load_inventory(path: Path) -> Inventory:
-    """Read and validate ``path``. Raises InventoryError (one line: file:line: key.path: what)."""
-    raise NotImplementedError  # implemented in the foundation work
+    """Read and validate ``path``; hosts come sorted by (priority, position in the file).
+
+    Raises InventoryError, whose ``str()`` is one line, ``file:line: key.path: what``,
+    with the path as given (line None when the file cannot be read at all).
+
+    ``${NAME}`` in a string value becomes that environment variable (unset: an error),
+    ``$$`` is a literal ``$``, any other ``$`` stays. Step bodies (``rman:``/``shell:``)
+    are remote text and never expanded; integer keys take YAML integers only. A host's
+    ``tags`` and ``steps`` replace those of ``defaults`` (``tags: []`` clears them).
+    ``oracle_home`` is a path on the database host: absolute, ``~`` not expanded.
+    Local paths (identity_file, known_hosts, ssh_config, state_dir) expand ``~``.
+    """
+    from fanout.steps import BUILTIN_STEPS  # lazily: steps.py imports this module
+
+    file = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InventoryError(file, None, "", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InventoryError(file, line, "", "not valid UTF-8") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        if mark and exc.context_mark and mark.index >= len(text):  # at the end: where it began
+            mark = exc.context_mark
+        what = f"{exc.context}: {exc.problem}" if exc.context else exc.problem
+        at = mark.line + 1 if mark else None
+        raise InventoryError(file, at, "", f"invalid YAML: {what}") from exc
+    except RecursionError as exc:  # compose recurses once per nesting level
+        raise InventoryError(file, None, "", "invalid YAML: nested too deeply") from exc
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise InventoryError(file, line, "", f"invalid YAML: {exc.reason}") from exc
+    if root is None:
+        raise InventoryError(file, None, "", "the file is empty (expected a mapping with 'hosts')")
+    reader = _Reader(file, BUILTIN_STEPS)
+    settings, hosts = reader.read(root)
+    return Inventory(
+        path=path,
+        settings=settings,
+        hosts=tuple(sorted(hosts, key=lambda host: (host.priority, host.index))),
+        steps=MappingProxyType(reader.steps),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+_NULL = "tag:yaml.org,2002:null"
+_INT = "tag:yaml.org,2002:int"
+_MERGE = "tag:yaml.org,2002:merge"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # hosts, steps, tags: safe in file names
+_SID = re.compile(r"[A-Za-z][A-Za-z0-9_$#]{0,29}")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_ADDRESS = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}")  # never a leading '-' (an option)
+_DECIMAL = re.compile(r"[-+]?[0-9]+")  # not YAML 1.1's 0x1f, 017 (octal!) or 1:30
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_NAME_RULE = "letters, digits, '.', '_', '-'"
+
+
+def _describe(node: yaml.Node) -> str:
+    """What the user wrote, for "expected X, got Y"."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping" if node.value else "an empty mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list" if node.value else "an empty list"
+    if node.tag == _NULL:
+        return str(node.value) or "nothing"
+    if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
+        return f"the string {node.value!r}"
+    return repr(node.value)
+
+
+def _hint(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Reader:
+    """Walks the composed YAML nodes: every check holds its node, hence its line."""
+
+    def __init__(self, file: str, builtins: Mapping[str, StepDef]) -> None:
+        self.file = file
+        self.builtins = builtins
+        self.steps: dict[str, StepDef] = dict(builtins)
+        self.host_lines: dict[str, int] = {}  # name → line, for duplicates
+        self.databases: dict[tuple[str, str], str] = {}  # (address, sid) → host name
+
+    def fail(self, node: yaml.Node, key_path: str, message: str) -> NoReturn:
+        raise InventoryError(self.file, node.start_mark.line + 1, key_path, message)
+
+    # -- structure --
+
+    def pairs(self, node: yaml.Node, path: str) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+        """A mapping's (key, value) nodes. Duplicate keys are errors: PyYAML keeps the last."""
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, path, f"expected a mapping, got {_describe(node)}")
+        first_line: dict[str, int] = {}
+        for key, _ in node.value:
+            if key.tag == _MERGE:
+                self.fail(key, path, "YAML merge keys ('<<') are not supported")
+            if not isinstance(key, yaml.ScalarNode):
+                self.fail(key, path, f"expected a string key, got {_describe(key)}")
+            if key.value in first_line:
+                first = first_line[key.value]
+                self.fail(key, path, f"duplicate key {key.value!r} (first on line {first})")
+            first_line[key.value] = key.start_mark.line + 1
+        return list(node.value)
+
+    def fields(
+        self, node: yaml.Node, path: str, allowed: Collection[str], required: Sequence[str] = ()
+    ) -> dict[str, yaml.Node]:
+        """The values of a mapping by key, after checking for unknown and missing keys."""
+        if node.tag == _NULL and not required:
+            return {}  # `settings:` with every child commented out
+        found: dict[str, yaml.Node] = {}
+        for key, value in self.pairs(node, path):
+            if key.value not in allowed:
+                self.fail(key, path, f"unknown key {key.value!r}{_hint(key.value, allowed)}")
+            found[key.value] = value
+        for name in required:
+            if name not in found:
+                self.fail(node, path, f"missing required key {name!r}")
+        return found
+
+    def parsed(
+        self, fields: Mapping[str, yaml.Node], path: str, parsers: _Parsers
+    ) -> dict[str, Any]:
+        """Each present key through its parser; each parser returns its dataclass field's type."""
+        return {key: parsers[key](self, node, f"{path}.{key}") for key, node in fields.items()}
+
+    # -- scalars --
+
+    def text(self, node: yaml.Node, path: str, expected: str = "a string") -> str:
+        """A scalar as written (`tags: [no]` stays 'no', not False), ``${VAR}`` expanded."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL:
+            self.fail(node, path, f"expected {expected}, got {_describe(node)}")
+
+        def expand(match: re.Match[str]) -> str:
+            name = match[1]
+            if match[0] == "$$":
+                return "$"
+            if name is None:
+                self.fail(node, path, "unterminated '${' (write '$$' for a literal '$')")
+            if not _ENV_NAME.fullmatch(name):
+                self.fail(node, path, f"invalid environment reference {match[0]!r}")
+            if name not in os.environ:
+                self.fail(node, path, f"environment variable {name!r} is not set")
+            return os.environ[name]
+
+        value = _ENV_REF.sub(expand, node.value)
+        if "\0" in value:
+            self.fail(node, path, "contains a NUL character")
+        return value
+
+    def matching(self, node: yaml.Node, path: str, pattern: re.Pattern[str], what: str) -> str:
+        value = self.text(node, path, what)
+        if not pattern.fullmatch(value):
+            self.fail(node, path, f"expected {what}, got {value!r}")
+        return value
+
+    def integer(self, node: yaml.Node, path: str, what: str, low: int, high: int) -> int:
+        is_int = isinstance(node, yaml.ScalarNode) and node.tag == _INT
+        value = int(node.value) if is_int and _DECIMAL.fullmatch(node.value) else None
+        if value is None or not low <= value <= high:
+            self.fail(node, path, f"expected {what}, got {_describe(node)}")
+        return value
+
+    def positive(self, node: yaml.Node, path: str) -> int:
+        return self.integer(node, path, "a positive integer", 1, 2**31)
+
+    def count(self, node: yaml.Node, path: str) -> int:
+        return self.integer(node, path, "a non-negative integer", 0, 2**31)
+
+    def port(self, node: yaml.Node, path: str) -> int:
+        return self.integer(node, path, "a port number (1-65535)", 1, 65535)
+
+    def duration(self, node: yaml.Node, path: str, *, allow_zero: bool = False) -> float:
+        value = self.text(node, path, "a duration")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
+        if seconds == 0 and not allow_zero:
+            self.fail(node, path, f"expected a positive duration, got {value!r}")
+        return seconds
+
+    def timeout(self, node: yaml.Node, path: str) -> float:
+        return self.duration(node, path)
+
+    def grace(self, node: yaml.Node, path: str) -> float:
+        return self.duration(node, path, allow_zero=True)  # 0: SIGTERM right after SIGINT
+
+    def local_path(self, node: yaml.Node, path: str) -> Path:
+        value = self.text(node, path, "a path")
+        expanded = os.path.expanduser(value)  # an unknown ~user stays as written
+        if _CONTROL.search(value):
+            self.fail(node, path, f"contains a control character: {value!r}")
+        if not os.path.isabs(expanded):
+            self.fail(node, path, f"expected an absolute path (or ~/...), got {value!r}")
+        return Path(expanded)
+
+    def oracle_home(self, node: yaml.Node, path: str) -> str:
+        value = self.text(node, path, "an absolute path")
+        if _CONTROL.search(value):
+            self.fail(node, path, f"contains a control character: {value!r}")
+        if not value.startswith("/"):
+            self.fail(node, path, f"expected an absolute path on the database host, got {value!r}")
+        return value
+
+    def user(self, node: yaml.Node, path: str) -> str:
+        return self.matching(node, path, _USER, "a POSIX user name")
+
+    def names(self, node: yaml.Node, path: str, what: str) -> list[tuple[str, yaml.Node, str]]:
+        """A list of distinct names, each with its node and key path."""
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, path, f"expected a list, got {_describe(node)}")
+        found: list[tuple[str, yaml.Node, str]] = []
+        for index, item in enumerate(node.value):
+            item_path = f"{path}[{index}]"
+            name = self.text(item, item_path, f"a {what} name")
+            if any(name == other for other, _, _ in found):
+                self.fail(item, item_path, f"duplicate {what} {name!r}")
+            found.append((name, item, item_path))
+        return found
+
+    def tags(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        found = self.names(node, path, "tag")
+        for tag, item, item_path in found:
+            if not _NAME.fullmatch(tag):
+                self.fail(item, item_path, f"expected a tag of {_NAME_RULE}, got {tag!r}")
+        return tuple(tag for tag, _, _ in found)
+
+    def step_names(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        found = self.names(node, path, "step")
+        if not found:
+            self.fail(node, path, "expected at least one step")
+        for name, item, item_path in found:
+            if name not in self.steps:
+                hint = _hint(name, self.steps) or f" (known: {', '.join(sorted(self.steps))})"
+                self.fail(item, item_path, f"unknown step {name!r}{hint}")
+        return tuple(name for name, _, _ in found)
+
+    # -- sections --
+
+    def read(self, root: yaml.Node) -> tuple[Settings, list[Host]]:
+        if not isinstance(root, yaml.MappingNode):
+            self.fail(
+                root, "", f"expected a mapping with 'hosts' at the top, got {_describe(root)}"
+            )
+        top = self.fields(root, "", ("settings", "defaults", "steps", "hosts"), required=("hosts",))
+        section = {
+            key: self.fields(top[key], key, parsers) for key, parsers in _SECTIONS if key in top
+        }
+        settings = Settings(**self.parsed(section.get("settings", {}), "settings", _SETTINGS))
+        if "steps" in top and top["steps"].tag != _NULL:
+            for key, node in self.pairs(top["steps"], "steps"):
+                self.steps[key.value] = self.step(key, node)
+        defaults = self.parsed(section.get("defaults", {}), "defaults", _INHERITED)
+        hosts_node = top["hosts"]
+        if not isinstance(hosts_node, yaml.SequenceNode) or not hosts_node.value:
+            self.fail(
+                hosts_node, "hosts", f"expected a non-empty list, got {_describe(hosts_node)}"
+            )
+        hosts = [self.host(node, index, defaults) for index, node in enumerate(hosts_node.value)]
+        return settings, hosts
+
+    def step(self, key: yaml.ScalarNode, node: yaml.Node) -> StepDef:
+        name, path = key.value, f"steps.{key.value}"
+        if not _NAME.fullmatch(name):
+            self.fail(key, path, f"expected a step name of {_NAME_RULE}")
+        builtin = self.builtins.get(name)
+        kinds = (builtin.kind.value,) if builtin else ("rman", "shell")
+        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout"))
+        given = [kind for kind in kinds if kind in fields]
+        if builtin is None and len(given) != 1:
+            self.fail(node, path, "a custom step takes exactly one of 'rman' or 'shell'")
+        step = builtin or StepDef(name, StepKind(given[0]), "")
+        if given:
+            body = fields[given[0]]
+            if not isinstance(body, yaml.ScalarNode) or not str(body.value).strip():
+                self.fail(body, f"{path}.{given[0]}", f"expected commands, got {_describe(body)}")
+            step = replace(step, body=body.value)  # remote text: no ${VAR} expansion
+        if "on_failure" in fields:
+            choices = [choice.value for choice in OnFailure]
+            value = self.text(fields["on_failure"], f"{path}.on_failure")
+            if value not in choices:
+                expected = f"expected {' or '.join(choices)}, got {value!r}"
+                self.fail(fields["on_failure"], f"{path}.on_failure", expected)
+            step = replace(step, on_failure=OnFailure(value))
+        if "retries" in fields:
+            step = replace(step, retries=self.count(fields["retries"], f"{path}.retries"))
+        if "timeout" in fields:
+            step = replace(step, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        return step
+
+    def host(self, node: yaml.Node, index: int, defaults: Mapping[str, Any]) -> Host:
+        path = f"hosts[{index}]"
+        fields = self.fields(node, path, _HOST_KEYS, required=_HOST_REQUIRED)
+        own = {key: value for key, value in fields.items() if key in _INHERITED}
+        values = {**defaults, **self.parsed(own, path, _INHERITED)}
+        if "oracle_home" not in values:
+            self.fail(node, path, "missing required key 'oracle_home' (set it here or in defaults)")
+
+        def at(key: str) -> tuple[yaml.Node, str]:
+            return fields[key], f"{path}.{key}"
+
+        host = Host(
+            name=self.matching(*at("name"), _NAME, f"a host name of {_NAME_RULE}"),
+            address=self.matching(*at("address"), _ADDRESS, "a hostname, IP address or ssh alias"),
+            priority=self.positive(*at("priority")),
+            oracle_sid=self.matching(*at("oracle_sid"), _SID, "an ORACLE_SID like ORCL or PROD_1"),
+            index=index,
+            **values,
+        )
+        if host.name in self.host_lines:
+            first = self.host_lines[host.name]
+            self.fail(*at("name"), f"duplicate host name {host.name!r} (first on line {first})")
+        self.host_lines[host.name] = fields["name"].start_mark.line + 1
+        database = (host.address.lower(), host.oracle_sid)  # DNS names ignore case; SIDs do not
+        if database in self.databases:
+            other = self.databases[database]
+            self.fail(
+                *at("oracle_sid"),
+                f"{host.oracle_sid} on {host.address} is already backed up by host {other!r}"
+                " (two backups of one database would wait on each other)",
+            )
+        self.databases[database] = host.name
+        return host
+
+
+_Parsers = Mapping[str, Callable[[_Reader, yaml.Node, str], object]]
+
+_SETTINGS: _Parsers = {
+    "max_parallel": _Reader.positive,
+    "cancel_grace": _Reader.grace,
+    "state_dir": _Reader.local_path,
+    "max_connecting": _Reader.positive,
+}
+# Keys of `defaults`, and of a host, which inherits them.
+_INHERITED: _Parsers = {
+    "user": _Reader.user,
+    "port": _Reader.port,
+    "oracle_home": _Reader.oracle_home,
+    "identity_file": _Reader.local_path,
+    "known_hosts": _Reader.local_path,
+    "ssh_config": _Reader.local_path,
+    "step_timeout": _Reader.timeout,
+    "retries": _Reader.count,
+    "connect_retries": _Reader.count,
+    "connect_timeout": _Reader.timeout,
+    "steps": _Reader.step_names,
+    "tags": _Reader.tags,
+}
+_HOST_REQUIRED = ("name", "address", "priority", "oracle_sid")
+_HOST_KEYS = (*_HOST_REQUIRED, *_INHERITED)
+_SECTIONS = (("settings", _SETTINGS), ("defaults", _INHERITED))
