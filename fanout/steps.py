@@ -1,0 +1,170 @@
+"""Step registry: a named step → (remote command, stdin script). Pure.
+
+An RMAN step runs as one line of POSIX ``sh``::
+
+    ORACLE_SID=PROD1; ORACLE_HOME=/u01/app/oracle/product/19.0.0/dbhome_1; \
+NLS_LANG=AMERICAN_AMERICA.AL32UTF8; NLS_DATE_FORMAT='YYYY-MM-DD HH24:MI:SS'; \
+export ORACLE_SID ORACLE_HOME NLS_LANG NLS_DATE_FORMAT; unset TWO_TASK; \
+exec "$ORACLE_HOME/bin/rman" target /
+
+(shown wrapped) with the script on stdin::
+
+    RUN {
+      SET COMMAND ID TO 'fanout-20261123T171435Z-3f9a';
+      BACKUP INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';
+    }
+    EXIT;
+
+Every environment value goes through ``shlex.quote``, so an inventory value can
+never run anything. ``TWO_TASK`` is unset because a value inherited from the
+login shell's rc files would turn ``target /`` into a Net connection to another
+database. A shell step gets the same prologue followed by its own command.
+The SSH transport wraps the command as ``/bin/sh -c '…'``: nothing here depends
+on the login shell. Choices and overrides: ``docs/steps.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from fanout.inventory import Host, Inventory, OnFailure, StepDef, StepKind
+
+__all__ = [
+    "BUILTIN_STEPS",
+    "NLS_DATE_FORMAT",
+    "NLS_LANG",
+    "RenderedStep",
+    "new_run_id",
+    "render_host",
+    "render_step",
+]
+
+NLS_LANG = "AMERICAN_AMERICA.AL32UTF8"  # English messages: the parser in rman.py reads them
+NLS_DATE_FORMAT = "YYYY-MM-DD HH24:MI:SS"  # times of day in the transcript, not just 20-AUG-25
+
+BUILTIN_STEPS: Mapping[str, StepDef] = MappingProxyType(
+    {
+        "full": StepDef(
+            name="full",
+            kind=StepKind.RMAN,
+            body="BACKUP INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';",
+        ),
+        "archivelog": StepDef(
+            name="archivelog",
+            kind=StepKind.RMAN,
+            body=(
+                "SQL 'ALTER SYSTEM ARCHIVE LOG CURRENT';\n"
+                "BACKUP ARCHIVELOG ALL NOT BACKED UP 1 TIMES TAG 'FANOUT_ARCH';"
+            ),
+        ),
+        "controlfile": StepDef(
+            name="controlfile",
+            kind=StepKind.RMAN,
+            body="BACKUP CURRENT CONTROLFILE TAG 'FANOUT_CTL';\nBACKUP SPFILE TAG 'FANOUT_SPF';",
+        ),
+    }
+)
+
+# fanout makes run ids itself (new_run_id); anything else is refused rather than
+# escaped, because RMAN has no documented escape inside a quoted string.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedStep:
+    """A step ready to run on one host: what the transport executes and feeds on stdin."""
+
+    name: str
+    kind: StepKind
+    command: str  # POSIX sh, run by the transport under /bin/sh -c
+    stdin: str | None  # the RMAN script; None for shell steps
+    timeout: float  # seconds
+    retries: int  # extra attempts after a failure
+    on_failure: OnFailure
+
+
+def render_step(host: Host, step: StepDef, run_id: str) -> RenderedStep:
+    """Render ``step`` for ``host``.
+
+    Raises ValueError if ``run_id`` is not a plain token (it goes inside an RMAN
+    string literal) or if an environment value holds a NUL byte (no environment
+    can carry one).
+    """
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r}: expected letters, digits, '_', '.', '-' (max 40)")
+    prologue = _environment(host)
+    if step.kind is StepKind.RMAN:
+        command = f'{prologue}; exec "$ORACLE_HOME/bin/rman" target /'
+        stdin: str | None = _rman_script(step.body, run_id)
+    else:
+        command = f"{prologue}; {step.body.strip()}"
+        stdin = None
+    return RenderedStep(
+        name=step.name,
+        kind=step.kind,
+        command=command,
+        stdin=stdin,
+        timeout=step.timeout or host.step_timeout,
+        retries=step.retries if step.retries is not None else host.retries,
+        on_failure=step.on_failure,
+    )
+
+
+def render_host(inventory: Inventory, host: Host, run_id: str) -> tuple[RenderedStep, ...]:
+    """Render the host's steps in its order; ``inventory.steps`` first, then BUILTIN_STEPS.
+
+    Raises KeyError for a step name found in neither (the loader rejects those first),
+    and ValueError as ``render_step`` does.
+    """
+    rendered = []
+    for name in host.steps:
+        step = inventory.steps.get(name)
+        if step is None:
+            step = BUILTIN_STEPS.get(name)
+        if step is None:
+            raise KeyError(f"host {host.name}: unknown step {name!r}")
+        rendered.append(render_step(host, step, run_id))
+    return tuple(rendered)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable run id, ``20261123T171435Z-3f9a`` (UTC second + 4 random hex digits).
+
+    Raises ValueError for a naive ``now``: its time zone would be a guess.
+    """
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("new_run_id needs an aware datetime")
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def _environment(host: Host) -> str:
+    env = {
+        "ORACLE_SID": host.oracle_sid,
+        "ORACLE_HOME": host.oracle_home,
+        "NLS_LANG": NLS_LANG,
+        "NLS_DATE_FORMAT": NLS_DATE_FORMAT,
+    }
+    for key, value in env.items():
+        if "\0" in value:
+            raise ValueError(f"host {host.name}: {key.lower()} contains a NUL byte")
+    assignments = "; ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    return f"{assignments}; export {' '.join(env)}; unset TWO_TASK"
+
+
+def _rman_script(body: str, run_id: str) -> str:
+    lines = [line.rstrip() for line in textwrap.dedent(body).splitlines()]
+    while lines and not lines[0]:
+        del lines[0]
+    while lines and not lines[-1]:
+        del lines[-1]
+    inner = "".join(f"  {line}\n" if line else "\n" for line in lines)
+    return f"RUN {{\n  SET COMMAND ID TO 'fanout-{run_id}';\n{inner}}}\nEXIT;\n"

@@ -1,0 +1,286 @@
+"""steps.py: built-in RMAN steps, overrides, shell steps, quoting, run ids."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fanout.inventory import Host, Inventory, OnFailure, Settings, StepDef, StepKind
+from fanout.steps import BUILTIN_STEPS, RenderedStep, new_run_id, render_host, render_step
+
+RUN_ID = "20261123T171435Z-3f9a"
+HOME = "/u01/app/oracle/product/19.0.0/dbhome_1"
+RMAN_TAIL = '; exec "$ORACLE_HOME/bin/rman" target /'
+
+
+def make_host(**overrides: object) -> Host:
+    fields: dict[str, object] = {
+        "name": "prod1",
+        "address": "db1.example.com",
+        "priority": 1,
+        "oracle_sid": "PROD1",
+        "oracle_home": HOME,
+    }
+    fields.update(overrides)
+    return Host(**fields)  # type: ignore[arg-type]
+
+
+def make_inventory(host: Host, steps: dict[str, StepDef] | None = None) -> Inventory:
+    return Inventory(
+        path=Path("nightly.yaml"), settings=Settings(), hosts=(host,), steps=steps or {}
+    )
+
+
+def test_full_renders_exact_command_and_script() -> None:
+    """The full step is a level 0 backup in one tagged RUN block, rman started from ORACLE_HOME."""
+    step = render_step(make_host(), BUILTIN_STEPS["full"], RUN_ID)
+    assert step == RenderedStep(
+        name="full",
+        kind=StepKind.RMAN,
+        command=(
+            f"ORACLE_SID=PROD1; ORACLE_HOME={HOME}; NLS_LANG=AMERICAN_AMERICA.AL32UTF8; "
+            "NLS_DATE_FORMAT='YYYY-MM-DD HH24:MI:SS'; "
+            "export ORACLE_SID ORACLE_HOME NLS_LANG NLS_DATE_FORMAT; unset TWO_TASK; "
+            'exec "$ORACLE_HOME/bin/rman" target /'
+        ),
+        stdin=(
+            "RUN {\n"
+            "  SET COMMAND ID TO 'fanout-20261123T171435Z-3f9a';\n"
+            "  BACKUP INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';\n"
+            "}\n"
+            "EXIT;\n"
+        ),
+        timeout=6 * 3600.0,
+        retries=0,
+        on_failure=OnFailure.CONTINUE,
+    )
+
+
+def test_archivelog_switches_the_log_then_backs_up_what_is_not_backed_up() -> None:
+    """The archivelog step archives the current log first, then backs up logs not yet backed up."""
+    step = render_step(make_host(), BUILTIN_STEPS["archivelog"], RUN_ID)
+    assert step.stdin == (
+        "RUN {\n"
+        f"  SET COMMAND ID TO 'fanout-{RUN_ID}';\n"
+        "  SQL 'ALTER SYSTEM ARCHIVE LOG CURRENT';\n"
+        "  BACKUP ARCHIVELOG ALL NOT BACKED UP 1 TIMES TAG 'FANOUT_ARCH';\n"
+        "}\n"
+        "EXIT;\n"
+    )
+
+
+def test_controlfile_backs_up_controlfile_and_spfile() -> None:
+    """The controlfile step takes a tagged control file backup and a tagged spfile backup."""
+    step = render_step(make_host(), BUILTIN_STEPS["controlfile"], RUN_ID)
+    assert step.stdin is not None
+    assert step.stdin.splitlines()[2:4] == [
+        "  BACKUP CURRENT CONTROLFILE TAG 'FANOUT_CTL';",
+        "  BACKUP SPFILE TAG 'FANOUT_SPF';",
+    ]
+
+
+def test_builtins_delete_nothing_and_never_add_plus_archivelog() -> None:
+    """No built-in deletes input or repeats archived logs via PLUS ARCHIVELOG."""
+    assert set(BUILTIN_STEPS) == {"full", "archivelog", "controlfile"}
+    for name, step in BUILTIN_STEPS.items():
+        assert step.name == name
+        assert step.kind is StepKind.RMAN
+        assert "DELETE" not in step.body.upper()
+        assert "PLUS ARCHIVELOG" not in step.body.upper()
+
+
+def test_every_rendered_command_is_one_line() -> None:
+    """Rendered commands are single lines, so log lines read well."""
+    for step in render_host(make_inventory(make_host()), make_host(), RUN_ID):
+        assert "\n" not in step.command
+        assert step.command.endswith(RMAN_TAIL)
+
+
+def test_render_host_follows_host_order_and_inventory_overrides() -> None:
+    """Steps come in the host's order; the inventory's definition wins over the built-in."""
+    override = StepDef(
+        name="full",
+        kind=StepKind.RMAN,
+        body="BACKUP AS COMPRESSED BACKUPSET INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';",
+    )
+    host = make_host(steps=("controlfile", "full"))
+    steps = render_host(make_inventory(host, {"full": override}), host, RUN_ID)
+    assert [s.name for s in steps] == ["controlfile", "full"]
+    assert steps[1].stdin is not None
+    assert "  BACKUP AS COMPRESSED BACKUPSET INCREMENTAL LEVEL 0" in steps[1].stdin
+    assert "FANOUT_CTL" in (steps[0].stdin or "")
+
+
+def test_render_host_rejects_unknown_step() -> None:
+    """A step name defined nowhere raises KeyError naming the host and the step."""
+    host = make_host(steps=("full", "nightly_cleanup"))
+    with pytest.raises(KeyError, match="nightly_cleanup"):
+        render_host(make_inventory(host), host, RUN_ID)
+
+
+def test_multiline_body_is_dedented_and_indented_inside_run() -> None:
+    """A YAML block body is dedented, blank edges dropped, and indented two spaces in RUN."""
+    body = (
+        "\n\n"
+        "    ALLOCATE CHANNEL t1 DEVICE TYPE SBT;\n"
+        "      BACKUP DATABASE TAG 'X';   \n"
+        "\n"
+        "    RELEASE CHANNEL t1;\n"
+        "    \n"
+    )
+    step = render_step(make_host(), StepDef("sbt", StepKind.RMAN, body), RUN_ID)
+    assert step.stdin == (
+        "RUN {\n"
+        f"  SET COMMAND ID TO 'fanout-{RUN_ID}';\n"
+        "  ALLOCATE CHANNEL t1 DEVICE TYPE SBT;\n"
+        "    BACKUP DATABASE TAG 'X';\n"
+        "\n"
+        "  RELEASE CHANNEL t1;\n"
+        "}\n"
+        "EXIT;\n"
+    )
+
+
+def test_shell_step_runs_author_command_after_quoted_prologue() -> None:
+    """A shell step gets the same environment prologue, its own command, and no stdin."""
+    step = StepDef("check_fra", StepKind.SHELL, "  df -P /u01/fra | tail -1\n", OnFailure.STOP)
+    rendered = render_step(make_host(oracle_home="/u01/my home"), step, RUN_ID)
+    assert rendered.command == (
+        "ORACLE_SID=PROD1; ORACLE_HOME='/u01/my home'; NLS_LANG=AMERICAN_AMERICA.AL32UTF8; "
+        "NLS_DATE_FORMAT='YYYY-MM-DD HH24:MI:SS'; "
+        "export ORACLE_SID ORACLE_HOME NLS_LANG NLS_DATE_FORMAT; unset TWO_TASK; "
+        "df -P /u01/fra | tail -1"
+    )
+    assert rendered.stdin is None
+    assert rendered.kind is StepKind.SHELL
+    assert rendered.on_failure is OnFailure.STOP
+
+
+@pytest.mark.parametrize(
+    ("step_timeout", "step_retries", "expected"),
+    [
+        (None, None, (7200.0, 3)),
+        (60.0, None, (60.0, 3)),
+        (None, 0, (7200.0, 0)),
+        (90.5, 1, (90.5, 1)),
+    ],
+)
+def test_timeout_and_retries_fall_back_to_host(
+    step_timeout: float | None, step_retries: int | None, expected: tuple[float, int]
+) -> None:
+    """A step's own timeout/retries win; None takes the host's (retries=0 is an explicit value)."""
+    host = make_host(step_timeout=7200.0, retries=3)
+    step = StepDef(
+        "full", StepKind.RMAN, "BACKUP DATABASE;", retries=step_retries, timeout=step_timeout
+    )
+    rendered = render_step(host, step, RUN_ID)
+    assert (rendered.timeout, rendered.retries) == expected
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    ["", "x'; HOST 'rm -rf /", 'a"b', "a}b", "a\nb", "a;b", "-x", "a b", "x" * 41],
+)
+def test_hostile_run_id_is_refused(run_id: str) -> None:
+    """A run id that could leave the RMAN string literal raises ValueError."""
+    with pytest.raises(ValueError, match="run id"):
+        render_step(make_host(), BUILTIN_STEPS["full"], run_id)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=50))
+def test_accepted_run_id_stays_inside_the_literal(run_id: str) -> None:
+    """Any accepted run id yields exactly one quoted COMMAND ID literal with no quote or brace."""
+    try:
+        step = render_step(make_host(), BUILTIN_STEPS["full"], run_id)
+    except ValueError:
+        return
+    assert step.stdin is not None
+    line = step.stdin.splitlines()[1]
+    assert line == f"  SET COMMAND ID TO 'fanout-{run_id}';"
+    assert not set(run_id) & set("'\"{};\n\r\\ ")
+
+
+def test_nul_in_environment_value_is_refused() -> None:
+    """A NUL byte cannot be carried by an environment, so rendering refuses it."""
+    with pytest.raises(ValueError, match="NUL"):
+        render_step(make_host(oracle_sid="PROD\0"), BUILTIN_STEPS["full"], RUN_ID)
+
+
+def test_new_run_id_is_utc_stamp_plus_random_hex() -> None:
+    """Run ids are YYYYMMDDTHHMMSSZ-xxxx in UTC, sortable by time, and accepted by render_step."""
+    cet = timezone(timedelta(hours=1))
+    run_id = new_run_id(datetime(2026, 11, 23, 18, 14, 35, tzinfo=cet))
+    stamp, _, suffix = run_id.partition("-")
+    assert stamp == "20261123T171435Z"
+    assert len(suffix) == 4
+    assert int(suffix, 16) >= 0
+    later = new_run_id(datetime(2026, 11, 23, 17, 14, 36, tzinfo=UTC))
+    assert run_id < later
+    assert len(new_run_id()) == 21
+    render_step(make_host(), BUILTIN_STEPS["full"], run_id)
+
+
+def test_new_run_id_refuses_naive_datetime() -> None:
+    """A naive datetime raises ValueError instead of guessing its time zone."""
+    with pytest.raises(ValueError, match="aware"):
+        new_run_id(datetime(2026, 11, 23, 17, 14, 35))
+
+
+def test_command_execs_rman_from_oracle_home_with_script_on_stdin(tmp_path: Path) -> None:
+    """Under /bin/sh the command execs $ORACLE_HOME/bin/rman `target /`, script on stdin."""
+    home = tmp_path / "db home $(x)"
+    (home / "bin").mkdir(parents=True)
+    rman = home / "bin" / "rman"
+    rman.write_text('#!/bin/sh\nprintf "%s|%s|%s\\n" "$*" "$ORACLE_SID" "$TWO_TASK"\ncat\n')
+    rman.chmod(0o755)
+    step = render_step(make_host(oracle_home=str(home)), BUILTIN_STEPS["controlfile"], RUN_ID)
+    env = {"PATH": os.defpath, "TWO_TASK": "OTHERDB"}
+    out = subprocess.run(
+        ["/bin/sh", "-c", step.command], input=step.stdin, env=env, capture_output=True,
+        text=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    assert out == f"target /|PROD1|\n{step.stdin}"
+
+
+HOSTILE = st.lists(
+    st.sampled_from(
+        ["'", '"', "$(touch pwned)", "`touch pwned`", " ", "\n", ";", "\\", "$HOME",
+         "&& touch pwned", "|", "*", "~", "#", "-", "é", "\t", "${x:-y}", "!", "''", "'\\''",
+         ">pwned", "%s"]
+    )
+    | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=5),
+    max_size=8,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=50, deadline=None)
+@given(sid=HOSTILE, home=HOSTILE)
+def test_hostile_values_are_set_verbatim_and_never_run(sid: str, home: str) -> None:
+    """For any SID/home, a real sh exports exactly those values and runs nothing else."""
+    env_bin = shutil.which("env")
+    assert env_bin is not None
+    step = render_step(make_host(oracle_sid=sid, oracle_home=home), BUILTIN_STEPS["full"], RUN_ID)
+    assert step.command.endswith(RMAN_TAIL)
+    command = step.command.removesuffix(RMAN_TAIL) + f"; exec {env_bin} -0"
+    cwd = Path(os.environ["HOME"]) / "sandbox"
+    cwd.mkdir(exist_ok=True)
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=cwd, env={"PATH": os.defpath, "TWO_TASK": "X"},
+        capture_output=True, check=True, timeout=10,
+    )  # fmt: skip
+    assert result.stderr == b""
+    environ = dict(os.fsdecode(item).split("=", 1) for item in result.stdout.split(b"\0") if item)
+    assert environ["ORACLE_SID"] == sid
+    assert environ["ORACLE_HOME"] == home
+    assert environ["NLS_LANG"] == "AMERICAN_AMERICA.AL32UTF8"
+    assert environ["NLS_DATE_FORMAT"] == "YYYY-MM-DD HH24:MI:SS"
+    assert "TWO_TASK" not in environ
+    assert list(cwd.iterdir()) == []
