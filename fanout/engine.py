@@ -1,0 +1,465 @@
+"""The orchestrator: priority dispatch, one TaskGroup per host, timeouts, retries, cancellation.
+
+The only module that knows about order, concurrency and cancellation. It imports no
+SSH, no UI and no storage: it talks to a ``Transport`` and emits events to one sink.
+
+Dispatch is a sliding window: hosts leave the queue in priority order (file order
+breaks ties) whenever one of ``max_parallel`` slots frees up. Inside a host the steps
+run strictly in sequence inside the host's ``asyncio.TaskGroup``, which also holds each
+running step's output pump and its guard (the task that enforces the step timeout and
+the cancel token by signalling the remote process group).
+
+Remote work is never stopped with ``task.cancel()``: the guard sends SIGINT (rman's
+own clean abort), SIGTERM after ``cancel_grace`` and SIGKILL ``kill_grace`` later;
+a forced cancel goes straight to SIGKILL. Only local waits (a TCP/SSH handshake, a
+backoff sleep) are interrupted by cancelling the waiting task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from fanout.cancel import CancelToken
+from fanout.errors import ConnectionLost, TransportError
+from fanout.events import (
+    CancelReason,
+    ConnectFailed,
+    EventSink,
+    HostConnected,
+    HostFinished,
+    HostStarted,
+    HostStatus,
+    PlannedHost,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+    StepStatus,
+    Stream,
+)
+from fanout.inventory import Host, OnFailure, format_duration
+from fanout.rman import Transcript, step_cause
+from fanout.steps import RenderedStep
+from fanout.transport.base import RemoteProcess, RemoteSignal, Session, Transport
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 75
+EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One host and the rendered steps to run on it, in order."""
+
+    host: Host
+    steps: tuple[RenderedStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    status: StepStatus
+    exit_status: int | None
+    cause: str | None
+    connection_lost: bool = False
+
+
+class _Interrupted(Exception):
+    """The cancel token fired during a local wait."""
+
+
+class Engine:
+    """Runs ``targets`` (already in dispatch order) and returns the exit code.
+
+    ``clock`` is monotonic (durations, deadlines), ``wall`` is epoch time for events.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        inventory: str,
+        targets: Sequence[Target],
+        transport: Transport,
+        sink: EventSink,
+        token: CancelToken,
+        max_parallel: int,
+        cancel_grace: float,
+        kill_grace: float = 5.0,
+        connect_backoff: float = 1.0,
+        retry_delay: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.run_id = run_id
+        self._inventory = inventory
+        self._targets = tuple(targets)
+        self._transport = transport
+        self._sink = sink
+        self._token = token
+        self._max_parallel = max_parallel
+        self._cancel_grace = cancel_grace
+        self._kill_grace = kill_grace
+        self._connect_backoff = connect_backoff
+        self._retry_delay = retry_delay
+        self._clock = clock
+        self._wall = wall
+        self._host_status: dict[str, HostStatus] = {}
+
+    # ---------------------------------------------------------------- run
+
+    async def run(self) -> int:
+        """Dispatch every target, wait for all of them, emit RunFinished, return the exit code.
+
+        On cancellation (the token) it dispatches nothing more and waits for the running
+        hosts to stop their remote work; it never abandons a host.
+        """
+        started = self._clock()
+        self._sink.emit(
+            RunStarted(
+                run_id=self.run_id,
+                inventory=self._inventory,
+                hosts=tuple(
+                    PlannedHost(
+                        name=t.host.name,
+                        priority=t.host.priority,
+                        oracle_sid=t.host.oracle_sid,
+                        address=t.host.address,
+                        steps=tuple(s.name for s in t.steps),
+                    )
+                    for t in self._targets
+                ),
+                max_parallel=self._max_parallel,
+                at=self._wall(),
+            )
+        )
+        slots = asyncio.Semaphore(self._max_parallel)
+        dispatched = 0
+        async with asyncio.TaskGroup() as hosts:
+            for target in self._targets:
+                if not await self._wait_for_slot(slots):
+                    break
+                hosts.create_task(self._host_in_slot(target, slots), name=f"host:{target.host.name}")
+                dispatched += 1
+            for target in self._targets[dispatched:]:
+                self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
+        exit_code = self.exit_code()
+        self._sink.emit(
+            RunFinished(
+                run_id=self.run_id,
+                exit_code=exit_code,
+                cancelled=self._token.reason if self._token.fired else None,
+                duration=self._clock() - started,
+                at=self._wall(),
+            )
+        )
+        return exit_code
+
+    def exit_code(self) -> int:
+        if self._token.fired:
+            return EXIT_TERMINATED if self._token.reason is CancelReason.SIGTERM else EXIT_CANCELLED
+        if any(s is not HostStatus.OK for s in self._host_status.values()):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    async def _wait_for_slot(self, slots: asyncio.Semaphore) -> bool:
+        """Take a dispatch slot; False (holding nothing) if the token fires first."""
+        if self._token.fired:
+            return False
+        try:
+            async with self._interruptible():
+                await slots.acquire()
+        except _Interrupted:
+            return False
+        if self._token.fired:  # fired in the same loop iteration as the slot freed
+            slots.release()
+            return False
+        return True
+
+    async def _host_in_slot(self, target: Target, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._run_host(target)
+        finally:
+            slots.release()
+
+    # --------------------------------------------------------------- host
+
+    async def _run_host(self, target: Target) -> None:
+        """The isolation boundary: whatever happens here ends as this host's outcome."""
+        name = target.host.name
+        started = self._clock()
+        self._sink.emit(HostStarted(self.run_id, name, at=self._wall()))
+        reported: dict[str, StepStatus] = {}
+        cause: str | None = None
+        detail: str | None = None
+        try:
+            cause = await self._run_steps(target, reported)
+        except Exception as exc:  # isolation boundary: one host never sinks another
+            cause = f"internal error: {_describe(exc)}"
+            detail = "".join(traceback.format_exception(exc))
+        for step in target.steps:  # anything not reported never ran
+            if step.name not in reported:
+                self._finish_step(name, step.name, 0, StepResult(StepStatus.SKIPPED, None, None), 0.0)
+                reported[step.name] = StepStatus.SKIPPED
+        statuses = set(reported.values())
+        if cause is not None or StepStatus.FAILED in statuses:
+            status = HostStatus.FAILED
+        elif StepStatus.CANCELLED in statuses or (self._token.fired and StepStatus.SKIPPED in statuses):
+            status = HostStatus.CANCELLED
+        else:
+            status = HostStatus.OK
+        self._finish_host(name, status, cause, self._clock() - started, detail)
+
+    async def _run_steps(self, target: Target, reported: dict[str, StepStatus]) -> str | None:
+        """Connect, run the steps in sequence; return a host-level failure cause or None."""
+        host = target.host
+        async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
+            session: Session | None = None
+            stop = False
+            for step in target.steps:
+                if stop or self._token.fired:
+                    break
+                for attempt in range(1, step.retries + 2):
+                    if session is None:
+                        try:
+                            session = await self._connect(host, stack)
+                        except _Interrupted:
+                            return None
+                        except TransportError as exc:
+                            return exc.reason
+                    started = self._clock()
+                    self._sink.emit(
+                        StepStarted(self.run_id, host.name, step.name, attempt, step.command, self._wall())
+                    )
+                    result = await self._run_step(group, session, host, step)
+                    if result.connection_lost:
+                        session = None  # reconnect for what follows
+                    will_retry = (
+                        result.status is StepStatus.FAILED
+                        and attempt <= step.retries
+                        and not self._token.fired
+                    )
+                    self._finish_step(host.name, step.name, attempt, result, self._clock() - started, will_retry)
+                    if not will_retry:
+                        reported[step.name] = result.status
+                        break
+                    try:
+                        await self._sleep(self._retry_delay)
+                    except _Interrupted:
+                        reported[step.name] = result.status
+                        break
+                status = reported.get(step.name)
+                if status is StepStatus.FAILED and step.on_failure is OnFailure.STOP:
+                    stop = True
+                if status is StepStatus.CANCELLED:
+                    stop = True
+        return None
+
+    async def _connect(self, host: Host, stack: AsyncExitStack) -> Session:
+        """Open the host's connection, retrying transient failures with backoff.
+
+        Raises the last TransportError, or _Interrupted if the token fires (the handshake
+        in flight is abandoned: nothing runs remotely yet).
+        """
+        attempts = host.connect_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._interruptible():
+                    session = await stack.enter_async_context(self._transport.open_session(host))
+            except TransportError as exc:
+                will_retry = exc.retryable and attempt < attempts and not self._token.fired
+                self._sink.emit(ConnectFailed(self.run_id, host.name, attempt, exc.reason, will_retry, self._wall()))
+                if not will_retry:
+                    raise
+                await self._sleep(self._connect_backoff * 2 ** (attempt - 1))
+                continue
+            self._sink.emit(HostConnected(self.run_id, host.name, attempt, self._wall()))
+            return session
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --------------------------------------------------------------- step
+
+    async def _run_step(self, group: asyncio.TaskGroup, session: Session, host: Host, step: RenderedStep) -> StepResult:
+        """Run one attempt of ``step``; a failure is a value, never an exception.
+
+        If this task is cancelled (a sibling crashed), the remote process group is killed
+        (shielded) before the cancellation propagates.
+        """
+        if self._token.fired:
+            return StepResult(StepStatus.CANCELLED, None, None)
+        try:
+            proc = await session.start(step.command, step.stdin)
+        except ConnectionLost as exc:
+            return StepResult(StepStatus.FAILED, None, exc.reason, connection_lost=True)
+        transcript = Transcript()
+        last_stderr: list[str] = []
+        exited = asyncio.Event()
+        stop_reason: list[str] = []
+        pump = group.create_task(self._pump(proc, host.name, step.name, transcript, last_stderr))
+        guard = group.create_task(self._guard(proc, step.timeout, exited, stop_reason))
+        try:
+            try:
+                await pump
+                exit_status: int | None = await proc.wait()
+                lost: str | None = None
+            except ConnectionLost as exc:
+                exit_status, lost = None, exc.reason
+            finally:
+                exited.set()
+            await guard
+        except BaseException:
+            if not exited.is_set() or not pump.done():
+                await asyncio.shield(self._kill_quietly(proc))
+            raise
+        if lost is not None:
+            return StepResult(StepStatus.FAILED, None, lost, connection_lost=True)
+        assert exit_status is not None
+        if stop_reason and stop_reason[0] == "cancelled":
+            if exit_status == 0 and not transcript.failed:
+                return StepResult(StepStatus.OK, exit_status, None)  # finished before the signal landed
+            return StepResult(StepStatus.CANCELLED, exit_status, "cancelled by operator")
+        if stop_reason:
+            return StepResult(StepStatus.FAILED, exit_status, f"timeout after {format_duration(step.timeout)}")
+        if exit_status == 0 and not transcript.failed:
+            return StepResult(StepStatus.OK, exit_status, None)
+        cause = step_cause(exit_status, transcript, last_stderr[0] if last_stderr else None)
+        return StepResult(StepStatus.FAILED, exit_status, cause)
+
+    async def _pump(
+        self, proc: RemoteProcess, host: str, step: str, transcript: Transcript, last_stderr: list[str]
+    ) -> None:
+        emit = self._sink.emit
+        wall = self._wall
+        run_id = self.run_id
+        try:
+            async for out in proc.lines():
+                transcript.feed(out.text)
+                if out.stream is Stream.STDERR and out.text.strip():
+                    last_stderr[:] = [out.text.strip()]
+                emit(StepOutput(run_id, host, step, out.stream, out.text, wall()))
+        except ConnectionLost:
+            return  # wait() reports it, after making sure the remote group is stopped
+
+    async def _guard(self, proc: RemoteProcess, timeout: float, exited: asyncio.Event, reason: list[str]) -> None:
+        """Stop the remote process group when the token fires or the step times out.
+
+        SIGINT, then SIGTERM after cancel_grace, then SIGKILL after kill_grace; a forced
+        token skips straight to SIGKILL. Returns when the process has exited.
+        """
+        fired = await _wait_any((exited.wait(), self._token.wait()), timeout=timeout)
+        if exited.is_set():
+            return
+        reason.append("cancelled" if fired and self._token.fired else "timeout")
+        plan = (
+            (RemoteSignal.INT, self._cancel_grace),
+            (RemoteSignal.TERM, self._kill_grace),
+            (RemoteSignal.KILL, None),
+        )
+        for sig, grace in plan:
+            if exited.is_set():
+                return
+            if self._token.forced and sig is not RemoteSignal.KILL:
+                continue
+            await proc.signal(sig)
+            if grace is None:
+                break
+            waits = [exited.wait()] if self._token.forced else [exited.wait(), self._token.wait_forced()]
+            await _wait_any(waits, timeout=grace)
+        await exited.wait()
+
+    async def _kill_quietly(self, proc: RemoteProcess) -> None:
+        with contextlib.suppress(Exception):
+            await proc.signal(RemoteSignal.KILL)
+
+    # -------------------------------------------------------------- utils
+
+    def _finish_step(
+        self, host: str, step: str, attempt: int, result: StepResult, duration: float, will_retry: bool = False
+    ) -> None:
+        self._sink.emit(
+            StepFinished(
+                run_id=self.run_id,
+                host=host,
+                step=step,
+                attempt=attempt,
+                status=result.status,
+                exit_status=result.exit_status,
+                cause=result.cause,
+                duration=duration,
+                will_retry=will_retry,
+                at=self._wall(),
+            )
+        )
+
+    def _finish_host(
+        self, host: str, status: HostStatus, cause: str | None, duration: float, detail: str | None = None
+    ) -> None:
+        self._host_status[host] = status
+        self._sink.emit(HostFinished(self.run_id, host, status, cause, duration, detail, self._wall()))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, unless the token fires first (then raise _Interrupted)."""
+        async with self._interruptible():
+            await asyncio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def _interruptible(self) -> AsyncIterator[None]:
+        """Turn the token firing into _Interrupted for a purely local wait in this block.
+
+        The waiting task is cancelled only while it is suspended inside the block (the
+        done-callback runs on the loop, and ``active`` is cleared on the way out), so no
+        stray cancellation ever leaks past it.
+        """
+        if self._token.fired:
+            raise _Interrupted
+        task = asyncio.current_task()
+        assert task is not None
+        active = True
+        interrupted = False
+
+        def interrupt(watcher: asyncio.Task[None]) -> None:
+            nonlocal interrupted
+            if active and not watcher.cancelled():
+                interrupted = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(self._token.wait())
+        watcher.add_done_callback(interrupt)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if interrupted and task.uncancel() == 0:
+                raise _Interrupted from None
+            raise
+        finally:
+            active = False
+            watcher.cancel()
+        if interrupted:  # the block swallowed our cancellation and finished anyway
+            task.uncancel()
+
+
+async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], timeout: float | None) -> bool:
+    """Wait until one coroutine completes or ``timeout`` passes; True if one completed."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+    return bool(done)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _describe(exc.exceptions[0])
+    return f"{type(exc).__name__}: {exc}"
