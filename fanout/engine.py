@@ -115,6 +115,10 @@ class Engine:
         self._clock = clock
         self._wall = wall
         self._host_status: dict[str, HostStatus] = {}
+        # One token per host: the run's token fans out to all of them, and
+        # cancel_host() fires just one (the live table's `cancel HOST`).
+        self._host_tokens = {t.host.name: CancelToken() for t in self._targets}
+        token.add_listener(self._fan_out_cancel)
 
     # ---------------------------------------------------------------- run
 
@@ -149,7 +153,14 @@ class Engine:
             for target in self._targets:
                 if not await self._wait_for_slot(slots):
                     break
-                hosts.create_task(self._host_in_slot(target, slots), name=f"host:{target.host.name}")
+                if self._host_tokens[target.host.name].fired:  # `cancel HOST` while it was queued
+                    slots.release()
+                    self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
+                    dispatched += 1
+                    continue
+                hosts.create_task(
+                    self._host_in_slot(target, slots), name=f"host:{target.host.name}"
+                )
                 dispatched += 1
             for target in self._targets[dispatched:]:
                 self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
@@ -165,6 +176,21 @@ class Engine:
         )
         return exit_code
 
+    def cancel_host(self, name: str, reason: CancelReason = CancelReason.OPERATOR) -> bool:
+        """Stop one host as the run's token would (a second call forces). False if unknown."""
+        host_token = self._host_tokens.get(name)
+        if host_token is None or name in self._host_status:
+            return False
+        host_token.cancel(reason)
+        return True
+
+    def _fan_out_cancel(self, reason: CancelReason, forced: bool) -> None:
+        for host_token in self._host_tokens.values():
+            if forced:
+                host_token.force(reason)
+            elif not host_token.fired:
+                host_token.cancel(reason)
+
     def exit_code(self) -> int:
         if self._token.fired:
             return EXIT_TERMINATED if self._token.reason is CancelReason.SIGTERM else EXIT_CANCELLED
@@ -177,7 +203,7 @@ class Engine:
         if self._token.fired:
             return False
         try:
-            async with self._interruptible():
+            async with self._interruptible(self._token):
                 await slots.acquire()
         except _Interrupted:
             return False
@@ -197,64 +223,73 @@ class Engine:
     async def _run_host(self, target: Target) -> None:
         """The isolation boundary: whatever happens here ends as this host's outcome."""
         name = target.host.name
+        token = self._host_tokens[name]
         started = self._clock()
         self._sink.emit(HostStarted(self.run_id, name, at=self._wall()))
         reported: dict[str, StepStatus] = {}
         cause: str | None = None
         detail: str | None = None
         try:
-            cause = await self._run_steps(target, reported)
+            cause = await self._run_steps(target, reported, token)
         except Exception as exc:  # isolation boundary: one host never sinks another
             cause = f"internal error: {_describe(exc)}"
             detail = "".join(traceback.format_exception(exc))
         for step in target.steps:  # anything not reported never ran
             if step.name not in reported:
-                self._finish_step(name, step.name, 0, StepResult(StepStatus.SKIPPED, None, None), 0.0)
+                self._finish_step(
+                    name, step.name, 0, StepResult(StepStatus.SKIPPED, None, None), 0.0
+                )
                 reported[step.name] = StepStatus.SKIPPED
         statuses = set(reported.values())
         if cause is not None or StepStatus.FAILED in statuses:
             status = HostStatus.FAILED
-        elif StepStatus.CANCELLED in statuses or (self._token.fired and StepStatus.SKIPPED in statuses):
+        elif StepStatus.CANCELLED in statuses or (token.fired and StepStatus.SKIPPED in statuses):
             status = HostStatus.CANCELLED
         else:
             status = HostStatus.OK
         self._finish_host(name, status, cause, self._clock() - started, detail)
 
-    async def _run_steps(self, target: Target, reported: dict[str, StepStatus]) -> str | None:
+    async def _run_steps(
+        self, target: Target, reported: dict[str, StepStatus], token: CancelToken
+    ) -> str | None:
         """Connect, run the steps in sequence; return a host-level failure cause or None."""
         host = target.host
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             session: Session | None = None
             stop = False
             for step in target.steps:
-                if stop or self._token.fired:
+                if stop or token.fired:
                     break
                 for attempt in range(1, step.retries + 2):
                     if session is None:
                         try:
-                            session = await self._connect(host, stack)
+                            session = await self._connect(host, stack, token)
                         except _Interrupted:
                             return None
                         except TransportError as exc:
                             return exc.reason
                     started = self._clock()
                     self._sink.emit(
-                        StepStarted(self.run_id, host.name, step.name, attempt, step.command, self._wall())
+                        StepStarted(
+                            self.run_id, host.name, step.name, attempt, step.command, self._wall()
+                        )
                     )
-                    result = await self._run_step(group, session, host, step)
+                    result = await self._run_step(group, session, host, step, token)
                     if result.connection_lost:
                         session = None  # reconnect for what follows
                     will_retry = (
                         result.status is StepStatus.FAILED
                         and attempt <= step.retries
-                        and not self._token.fired
+                        and not token.fired
                     )
-                    self._finish_step(host.name, step.name, attempt, result, self._clock() - started, will_retry)
+                    self._finish_step(
+                        host.name, step.name, attempt, result, self._clock() - started, will_retry
+                    )
                     if not will_retry:
                         reported[step.name] = result.status
                         break
                     try:
-                        await self._sleep(self._retry_delay)
+                        await self._sleep(self._retry_delay, token)
                     except _Interrupted:
                         reported[step.name] = result.status
                         break
@@ -265,7 +300,7 @@ class Engine:
                     stop = True
         return None
 
-    async def _connect(self, host: Host, stack: AsyncExitStack) -> Session:
+    async def _connect(self, host: Host, stack: AsyncExitStack, token: CancelToken) -> Session:
         """Open the host's connection, retrying transient failures with backoff.
 
         Raises the last TransportError, or _Interrupted if the token fires (the handshake
@@ -274,14 +309,18 @@ class Engine:
         attempts = host.connect_retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                async with self._interruptible():
+                async with self._interruptible(token):
                     session = await stack.enter_async_context(self._transport.open_session(host))
             except TransportError as exc:
-                will_retry = exc.retryable and attempt < attempts and not self._token.fired
-                self._sink.emit(ConnectFailed(self.run_id, host.name, attempt, exc.reason, will_retry, self._wall()))
+                will_retry = exc.retryable and attempt < attempts and not token.fired
+                self._sink.emit(
+                    ConnectFailed(
+                        self.run_id, host.name, attempt, exc.reason, will_retry, self._wall()
+                    )
+                )
                 if not will_retry:
                     raise
-                await self._sleep(self._connect_backoff * 2 ** (attempt - 1))
+                await self._sleep(self._connect_backoff * 2 ** (attempt - 1), token)
                 continue
             self._sink.emit(HostConnected(self.run_id, host.name, attempt, self._wall()))
             return session
@@ -289,13 +328,20 @@ class Engine:
 
     # --------------------------------------------------------------- step
 
-    async def _run_step(self, group: asyncio.TaskGroup, session: Session, host: Host, step: RenderedStep) -> StepResult:
+    async def _run_step(
+        self,
+        group: asyncio.TaskGroup,
+        session: Session,
+        host: Host,
+        step: RenderedStep,
+        token: CancelToken,
+    ) -> StepResult:
         """Run one attempt of ``step``; a failure is a value, never an exception.
 
         If this task is cancelled (a sibling crashed), the remote process group is killed
         (shielded) before the cancellation propagates.
         """
-        if self._token.fired:
+        if token.fired:
             return StepResult(StepStatus.CANCELLED, None, None)
         try:
             proc = await session.start(step.command, step.stdin)
@@ -306,7 +352,7 @@ class Engine:
         exited = asyncio.Event()
         stop_reason: list[str] = []
         pump = group.create_task(self._pump(proc, host.name, step.name, transcript, last_stderr))
-        guard = group.create_task(self._guard(proc, step.timeout, exited, stop_reason))
+        guard = group.create_task(self._guard(proc, step.timeout, exited, stop_reason, token))
         try:
             try:
                 await pump
@@ -326,17 +372,26 @@ class Engine:
         assert exit_status is not None
         if stop_reason and stop_reason[0] == "cancelled":
             if exit_status == 0 and not transcript.failed:
-                return StepResult(StepStatus.OK, exit_status, None)  # finished before the signal landed
+                return StepResult(
+                    StepStatus.OK, exit_status, None
+                )  # finished before the signal landed
             return StepResult(StepStatus.CANCELLED, exit_status, "cancelled by operator")
         if stop_reason:
-            return StepResult(StepStatus.FAILED, exit_status, f"timeout after {format_duration(step.timeout)}")
+            return StepResult(
+                StepStatus.FAILED, exit_status, f"timeout after {format_duration(step.timeout)}"
+            )
         if exit_status == 0 and not transcript.failed:
             return StepResult(StepStatus.OK, exit_status, None)
         cause = step_cause(exit_status, transcript, last_stderr[0] if last_stderr else None)
         return StepResult(StepStatus.FAILED, exit_status, cause)
 
     async def _pump(
-        self, proc: RemoteProcess, host: str, step: str, transcript: Transcript, last_stderr: list[str]
+        self,
+        proc: RemoteProcess,
+        host: str,
+        step: str,
+        transcript: Transcript,
+        last_stderr: list[str],
     ) -> None:
         emit = self._sink.emit
         wall = self._wall
@@ -350,16 +405,23 @@ class Engine:
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
 
-    async def _guard(self, proc: RemoteProcess, timeout: float, exited: asyncio.Event, reason: list[str]) -> None:
+    async def _guard(
+        self,
+        proc: RemoteProcess,
+        limit: float,
+        exited: asyncio.Event,
+        reason: list[str],
+        token: CancelToken,
+    ) -> None:
         """Stop the remote process group when the token fires or the step times out.
 
         SIGINT, then SIGTERM after cancel_grace, then SIGKILL after kill_grace; a forced
         token skips straight to SIGKILL. Returns when the process has exited.
         """
-        fired = await _wait_any((exited.wait(), self._token.wait()), timeout=timeout)
+        fired = await _wait_any((exited.wait(), token.wait()), within=limit)
         if exited.is_set():
             return
-        reason.append("cancelled" if fired and self._token.fired else "timeout")
+        reason.append("cancelled" if fired and token.fired else "timeout")
         plan = (
             (RemoteSignal.INT, self._cancel_grace),
             (RemoteSignal.TERM, self._kill_grace),
@@ -368,13 +430,13 @@ class Engine:
         for sig, grace in plan:
             if exited.is_set():
                 return
-            if self._token.forced and sig is not RemoteSignal.KILL:
+            if token.forced and sig is not RemoteSignal.KILL:
                 continue
             await proc.signal(sig)
             if grace is None:
                 break
-            waits = [exited.wait()] if self._token.forced else [exited.wait(), self._token.wait_forced()]
-            await _wait_any(waits, timeout=grace)
+            waits = [exited.wait()] if token.forced else [exited.wait(), token.wait_forced()]
+            await _wait_any(waits, within=grace)
         await exited.wait()
 
     async def _kill_quietly(self, proc: RemoteProcess) -> None:
@@ -384,7 +446,13 @@ class Engine:
     # -------------------------------------------------------------- utils
 
     def _finish_step(
-        self, host: str, step: str, attempt: int, result: StepResult, duration: float, will_retry: bool = False
+        self,
+        host: str,
+        step: str,
+        attempt: int,
+        result: StepResult,
+        duration: float,
+        will_retry: bool = False,
     ) -> None:
         self._sink.emit(
             StepFinished(
@@ -402,25 +470,32 @@ class Engine:
         )
 
     def _finish_host(
-        self, host: str, status: HostStatus, cause: str | None, duration: float, detail: str | None = None
+        self,
+        host: str,
+        status: HostStatus,
+        cause: str | None,
+        duration: float,
+        detail: str | None = None,
     ) -> None:
         self._host_status[host] = status
-        self._sink.emit(HostFinished(self.run_id, host, status, cause, duration, detail, self._wall()))
+        self._sink.emit(
+            HostFinished(self.run_id, host, status, cause, duration, detail, self._wall())
+        )
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, unless the token fires first (then raise _Interrupted)."""
-        async with self._interruptible():
+    async def _sleep(self, seconds: float, token: CancelToken) -> None:
+        """Sleep, unless ``token`` fires first (then raise _Interrupted)."""
+        async with self._interruptible(token):
             await asyncio.sleep(seconds)
 
     @contextlib.asynccontextmanager
-    async def _interruptible(self) -> AsyncIterator[None]:
+    async def _interruptible(self, token: CancelToken) -> AsyncIterator[None]:
         """Turn the token firing into _Interrupted for a purely local wait in this block.
 
         The waiting task is cancelled only while it is suspended inside the block (the
         done-callback runs on the loop, and ``active`` is cleared on the way out), so no
         stray cancellation ever leaks past it.
         """
-        if self._token.fired:
+        if token.fired:
             raise _Interrupted
         task = asyncio.current_task()
         assert task is not None
@@ -433,7 +508,7 @@ class Engine:
                 interrupted = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(self._token.wait())
+        watcher = asyncio.get_running_loop().create_task(token.wait())
         watcher.add_done_callback(interrupt)
         try:
             yield
@@ -448,11 +523,11 @@ class Engine:
             task.uncancel()
 
 
-async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], timeout: float | None) -> bool:
-    """Wait until one coroutine completes or ``timeout`` passes; True if one completed."""
+async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], within: float | None) -> bool:
+    """Wait until one coroutine completes or ``within`` seconds pass; True if one completed."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
-        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()

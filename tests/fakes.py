@@ -73,7 +73,9 @@ class FakeProcess:
         self._timers: list[asyncio.TimerHandle] = []
         loop = asyncio.get_running_loop()
         if not behaviour.hang:
-            self._timers.append(loop.call_later(behaviour.seconds, self._finish, behaviour.exit_status))
+            self._timers.append(
+                loop.call_later(behaviour.seconds, self._finish, behaviour.exit_status)
+            )
         journal.running.add((host, step))
 
     @property
@@ -114,7 +116,9 @@ class FakeProcess:
 
 
 class FakeSession:
-    def __init__(self, host: Host, script: HostScript, journal: Journal, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, host: Host, script: HostScript, journal: Journal, clock: Callable[[], float]
+    ) -> None:
         self.host = host
         self.script = script
         self.journal = journal

@@ -89,7 +89,9 @@ def engine(
 
 
 def finished_steps(sink: RecordingSink) -> dict[tuple[str, str], StepFinished]:
-    return {(e.host, e.step): e for e in sink.events if isinstance(e, StepFinished) and not e.will_retry}
+    return {
+        (e.host, e.step): e for e in sink.events if isinstance(e, StepFinished) and not e.will_retry
+    }
 
 
 def host_status(sink: RecordingSink) -> dict[str, HostStatus]:
@@ -109,7 +111,10 @@ async def test_strict_priority_order_with_one_slot() -> None:
 
 async def test_concurrency_limit_is_a_sliding_window() -> None:
     """No more than max_parallel hosts run at once, and a freed slot is refilled at once."""
-    scripts = {f"h{i}": HostScript(steps={"full": Behaviour(seconds=0.02 * (i % 3 + 1))}) for i in range(12)}
+    scripts = {
+        f"h{i}": HostScript(steps={"full": Behaviour(seconds=0.02 * (i % 3 + 1))})
+        for i in range(12)
+    }
     transport = FakeTransport(scripts)
     eng, sink, _ = engine([target(f"h{i}", i + 1) for i in range(12)], transport, max_parallel=3)
     assert await eng.run() == 0
@@ -136,9 +141,12 @@ async def test_crash_in_one_host_is_isolated() -> None:
     done = {e.host: e for e in sink.events if isinstance(e, HostFinished)}
     assert done["bad"].status is HostStatus.FAILED
     assert done["bad"].cause == "internal error: RuntimeError: boom"
-    assert done["bad"].detail is not None and "RuntimeError: boom" in done["bad"].detail
+    assert done["bad"].detail is not None
+    assert "RuntimeError: boom" in done["bad"].detail
     assert done["good"].status is HostStatus.OK
-    assert {s.status for (h, _), s in finished_steps(sink).items() if h == "bad"} == {StepStatus.SKIPPED}
+    assert {s.status for (h, _), s in finished_steps(sink).items() if h == "bad"} == {
+        StepStatus.SKIPPED
+    }
 
 
 async def test_failed_step_does_not_stop_later_steps_by_default() -> None:
@@ -205,7 +213,9 @@ async def test_failed_step_is_retried() -> None:
     scripts = {"a": HostScript(steps={"full": [Behaviour(exit_status=1), Behaviour()]})}
     eng, sink, _ = engine([target("a", steps=("full",), retries=1)], FakeTransport(scripts))
     assert await eng.run() == 0
-    attempts = [(e.attempt, e.status, e.will_retry) for e in sink.events if isinstance(e, StepFinished)]
+    attempts = [
+        (e.attempt, e.status, e.will_retry) for e in sink.events if isinstance(e, StepFinished)
+    ]
     assert attempts == [(1, StepStatus.FAILED, True), (2, StepStatus.OK, False)]
 
 
@@ -217,7 +227,9 @@ async def test_transient_connect_failures_are_retried() -> None:
     assert [e.will_retry for e in sink.events if isinstance(e, ConnectFailed)] == [True, True]
 
 
-@pytest.mark.parametrize("error", [AuthError("a", "authentication failed"), HostKeyError("a", "host key mismatch")])
+@pytest.mark.parametrize(
+    "error", [AuthError("a", "authentication failed"), HostKeyError("a", "host key mismatch")]
+)
 async def test_auth_and_host_key_failures_are_never_retried(error: Exception) -> None:
     """Authentication and host-key failures fail the host at once with their cause."""
     transport = FakeTransport({"a": HostScript(connect_errors=[error])})
@@ -278,7 +290,9 @@ async def test_cancel_stops_running_skips_later_and_leaves_queue() -> None:
     assert steps["h0", "archivelog"].status is StepStatus.SKIPPED
     assert not transport.journal.running
     assert len(transport.journal.of("start")) == 2
-    assert [e for e in sink.events if isinstance(e, RunFinished)][0].cancelled is CancelReason.SIGINT
+    assert (
+        next(e for e in sink.events if isinstance(e, RunFinished)).cancelled is CancelReason.SIGINT
+    )
 
 
 async def test_sigterm_exits_143() -> None:
@@ -293,7 +307,9 @@ async def test_sigterm_exits_143() -> None:
 
 async def test_escalation_int_then_term_then_kill() -> None:
     """A process ignoring SIGINT and SIGTERM gets INT, TERM after the grace, then KILL."""
-    transport = FakeTransport({"a": HostScript(steps={"full": Behaviour(hang=True, ignore_int=True, ignore_term=True)})})
+    transport = FakeTransport(
+        {"a": HostScript(steps={"full": Behaviour(hang=True, ignore_int=True, ignore_term=True)})}
+    )
     eng, sink, token = engine([target("a")], transport, grace=0.05)
     task = asyncio.create_task(eng.run())
     await wait_until_running(transport, 1)
@@ -308,7 +324,9 @@ async def test_escalation_int_then_term_then_kill() -> None:
 
 async def test_second_trigger_forces_kill_at_once() -> None:
     """A second trigger during the grace period skips straight to SIGKILL."""
-    transport = FakeTransport({"a": HostScript(steps={"full": Behaviour(hang=True, ignore_int=True)})})
+    transport = FakeTransport(
+        {"a": HostScript(steps={"full": Behaviour(hang=True, ignore_int=True)})}
+    )
     eng, _, token = engine([target("a")], transport, grace=30)
     task = asyncio.create_task(eng.run())
     await wait_until_running(transport, 1)
@@ -337,7 +355,9 @@ async def test_cancel_during_connect_starts_nothing() -> None:
 
 async def test_cancel_between_steps_starts_no_later_step() -> None:
     """A cancel that lands between two steps lets no later step start."""
-    transport = FakeTransport({"a": HostScript(steps={"full": Behaviour(seconds=0.05, ignore_int=True)})})
+    transport = FakeTransport(
+        {"a": HostScript(steps={"full": Behaviour(seconds=0.05, ignore_int=True)})}
+    )
     eng, sink, token = engine([target("a")], transport, grace=5)
     task = asyncio.create_task(eng.run())
     await wait_until_running(transport, 1)
@@ -366,3 +386,26 @@ def test_core_imports_no_ssh_ui_or_storage() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+async def test_cancel_one_host_leaves_the_others_running() -> None:
+    """cancel_host stops one running host and one queued host; the rest finish normally."""
+    scripts = {
+        "a": HostScript(steps={"full": Behaviour(hang=True)}),
+        "b": HostScript(steps={"full": Behaviour(seconds=0.05)}),
+    }
+    transport = FakeTransport(scripts)
+    eng, sink, _ = engine(
+        [target("a", 1), target("b", 2), target("c", 3)], transport, max_parallel=2
+    )
+    task = asyncio.create_task(eng.run())
+    await wait_until_running(transport, 2)
+    assert eng.cancel_host("a")
+    assert eng.cancel_host("c")
+    assert not eng.cancel_host("nope")
+    assert await task == 1
+    assert host_status(sink) == {
+        "a": HostStatus.CANCELLED,
+        "b": HostStatus.OK,
+        "c": HostStatus.NOT_STARTED,
+    }

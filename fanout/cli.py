@@ -1,0 +1,155 @@
+"""The command line: typer commands that wire the pieces together and pick exit codes.
+
+No logic of its own. Heavy imports (asyncssh, rich, sqlite3) happen inside the
+command that needs them, so ``fanout --help`` stays fast. Errors are printed here
+and only here, always as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from fanout import __version__
+from fanout.errors import FanoutError, InventoryError, LockHeldError
+
+EXIT_USAGE = 2
+EXIT_LOCKED = 75
+
+app = typer.Typer(
+    name="fanout",
+    help="Run Oracle RMAN backups across a fleet of database hosts over SSH, in priority order.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+InventoryArg = Annotated[Path, typer.Argument(help="Inventory YAML file.", show_default=False)]
+LimitOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--limit",
+        "-l",
+        help="Only hosts whose name matches this glob (repeatable).",
+        show_default=False,
+    ),
+]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", "-t", help="Only hosts carrying this tag (repeatable).", show_default=False
+    ),
+]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one line to stderr and exit with ``code``."""
+    print(f"fanout: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run ``action``, turning fanout's errors into one line and the documented exit code."""
+    try:
+        return action()
+    except InventoryError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except LockHeldError as exc:
+        fail(str(exc), EXIT_LOCKED)
+    except FanoutError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fanout {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """fanout: RMAN backups over SSH, fanned out by priority, stopped cleanly."""
+
+
+@app.command()
+def plan(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    tag: TagOpt = None,
+    show_scripts: Annotated[
+        bool,
+        typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
+    ] = False,
+) -> None:
+    """Show the dispatch order (and scripts) without connecting anywhere."""
+    from fanout.plan import render_plan
+
+    def action() -> str:
+        return render_plan(inventory, limit or [], tag or [], show_scripts=show_scripts)
+
+    print(guarded(action), end="")
+
+
+@app.command()
+def run(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    tag: TagOpt = None,
+    batch: Annotated[
+        bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Batch: print only failures and the summary line.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per event on stdout.")
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")
+    ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Logs, run store and locks (default: settings.state_dir)."
+        ),
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", min=1, help="Override settings.max_parallel.")
+    ] = None,
+) -> None:
+    """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled."""
+    from fanout.runner import RunOptions, run_inventory
+
+    options = RunOptions(
+        inventory=inventory,
+        limit=tuple(limit or ()),
+        tags=tuple(tag or ()),
+        batch=batch or quiet or json_output or not sys.stdout.isatty(),
+        quiet=quiet,
+        json=json_output,
+        no_color=no_color,
+        state_dir=state_dir,
+        max_parallel=max_parallel,
+        argv=tuple(sys.argv),
+    )
+    code = guarded(lambda: run_inventory(options))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
