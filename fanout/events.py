@@ -117,7 +117,9 @@ class StepFinished:
     attempt: int
     status: StepStatus
     exit_status: int | None  # None: the step never ran, or the connection died
-    cause: str | None  # one line: "ORA-19809: limit exceeded for recovery files", "timeout after 6h"
+    cause: (
+        str | None
+    )  # one line: "ORA-19809: limit exceeded for recovery files", "timeout after 6h"
     duration: float
     will_retry: bool
     at: float
@@ -130,7 +132,9 @@ class HostFinished:
     status: HostStatus
     cause: str | None
     duration: float
-    detail: str | None  # e.g. the traceback when fanout itself crashed on this host (goes to its log)
+    detail: (
+        str | None
+    )  # e.g. the traceback when fanout itself crashed on this host (goes to its log)
     at: float
 
 

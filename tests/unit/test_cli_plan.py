@@ -43,7 +43,8 @@ def test_plan_limit_and_tag_select_hosts() -> None:
     result = runner.invoke(app, ["plan", str(EXAMPLE), "--limit", "*-prod", "--tag", "erp"])
     assert result.exit_code == 0, result.output
     assert "1 of 6 hosts" in result.output
-    assert "erp-prod" in result.output and "crm-prod" not in result.output
+    assert "erp-prod" in result.output
+    assert "crm-prod" not in result.output
 
 
 def test_plan_show_scripts_prints_command_and_script() -> None:
