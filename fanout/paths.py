@@ -1,0 +1,77 @@
+"""Where fanout keeps its state: the run store, the lock and the per-run logs.
+
+::
+
+    <state_dir>/                       $XDG_STATE_HOME/fanout or ~/.local/state/fanout
+      logs/<run-id>/<host>/<step>.log  full remote output of every attempt of a step
+      logs/<run-id>/<host>/host.log    connection attempts, host outcome, crash tracebacks
+
+Host, step and run names become single path components: any character outside
+``[A-Za-z0-9._~-]`` is percent-encoded (``a/b`` → ``a%2Fb``), and ``.``/``..`` are
+encoded too, so a name can never climb out of its directory and two names never
+share a file (a step called ``host`` included). Pure: nothing here touches the file system.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+APP_NAME = "fanout"
+HOST_LOG_NAME = "host.log"
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/fanout`` if set to an absolute path, else ``~/.local/state/fanout``.
+
+    A relative or empty ``XDG_STATE_HOME`` is ignored, as the XDG Base Directory spec requires.
+    ``~`` is ``$HOME`` from ``env`` when set, else the account's home directory.
+    """
+    xdg = env.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / APP_NAME
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / APP_NAME
+
+
+def resolve_state_dir(configured: Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """The inventory's ``settings.state_dir`` (``~`` expanded) if given, else the default."""
+    if configured is None:
+        return default_state_dir(env)
+    return configured.expanduser()
+
+
+def path_component(name: str) -> str:
+    """``name`` as one safe, reversible path component (see the module docstring)."""
+    encoded = quote(name, safe="")
+    if encoded in ("", ".", ".."):
+        return encoded.replace(".", "%2E") or "%00"
+    return encoded
+
+
+def run_log_dir(state_dir: Path, run_id: str) -> Path:
+    """``<state_dir>/logs/<run-id>``: every log file of one run."""
+    return state_dir / "logs" / path_component(run_id)
+
+
+def host_log_dir(state_dir: Path, run_id: str, host: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>``."""
+    return run_log_dir(state_dir, run_id) / path_component(host)
+
+
+def step_log_path(state_dir: Path, run_id: str, host: str, step: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>/<step>.log``: every attempt of the step, appended.
+
+    A step named ``host`` is written ``%68ost.log`` so that it never shares ``host.log``.
+    """
+    component = path_component(step)
+    if f"{component}.log" == HOST_LOG_NAME:
+        component = f"%{ord(component[0]):02X}{component[1:]}"
+    return host_log_dir(state_dir, run_id, host) / f"{component}.log"
+
+
+def host_log_path(state_dir: Path, run_id: str, host: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>/host.log``: connection attempts and crash tracebacks."""
+    return host_log_dir(state_dir, run_id, host) / HOST_LOG_NAME

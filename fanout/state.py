@@ -1,0 +1,443 @@
+"""RunState: the pure fold of events into rows, shared by every view.
+
+The summary reads it at the end of a run; the live table reads it 4 times a
+second while the run goes on. Only the thread that calls ``apply`` may read it
+(see DESIGN: the live loop task both folds and renders). No remote output is
+kept: per host only the last progress line survives (a ProgressReader exists
+only while its step runs), so a 500-host run stays a few hundred KB.
+
+``exit_code`` is not decided here; the engine reports it in ``RunFinished``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol, assert_never
+
+from fanout.events import (
+    CancelReason,
+    CancelRequested,
+    ConnectFailed,
+    Event,
+    HostConnected,
+    HostFinished,
+    HostStarted,
+    HostStatus,
+    PlannedHost,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+    StepStatus,
+)
+from fanout.inventory import format_duration
+from fanout.rman import Transcript
+
+PROGRESS_MAX = 160  # characters kept of a progress line
+
+
+class ProgressReader(Protocol):
+    """Reads one step's output line by line; ``progress`` is the latest short status."""
+
+    def feed(self, line: str) -> None: ...
+
+    @property
+    def progress(self) -> str | None: ...
+
+
+class LastLine:
+    """A ProgressReader for any command: the last non-blank line is the progress."""
+
+    __slots__ = ("progress",)
+
+    def __init__(self) -> None:
+        self.progress: str | None = None
+
+    def feed(self, line: str) -> None:
+        self.progress = line.strip() or self.progress
+
+
+class HostPhase(StrEnum):
+    """A host row's status: HostStatus plus the states before the end."""
+
+    QUEUED = "queued"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    OK = HostStatus.OK.value
+    FAILED = HostStatus.FAILED.value
+    CANCELLED = HostStatus.CANCELLED.value
+    NOT_STARTED = HostStatus.NOT_STARTED.value
+
+
+class CellStatus(StrEnum):
+    """A step cell's status: StepStatus plus the states before the end."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed and another one follows
+    OK = StepStatus.OK.value
+    FAILED = StepStatus.FAILED.value
+    CANCELLED = StepStatus.CANCELLED.value
+    SKIPPED = StepStatus.SKIPPED.value
+
+
+FINISHED_PHASES = frozenset(
+    {HostPhase.OK, HostPhase.FAILED, HostPhase.CANCELLED, HostPhase.NOT_STARTED}
+)
+FINISHED_CELLS = frozenset(
+    {CellStatus.OK, CellStatus.FAILED, CellStatus.CANCELLED, CellStatus.SKIPPED}
+)
+
+
+def format_elapsed(seconds: float) -> str:
+    """A duration for display: ``12s``, ``5m26s``, ``1h30m``, ``6h``, ``1d2h``.
+
+    Whole seconds under an hour and whole minutes from an hour up, written by
+    ``inventory.format_duration`` (so the text reads back as a duration).
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    return format_duration(round(seconds) if seconds < 3600 else round(seconds / 60) * 60)
+
+
+def format_instant(at: float, *, millis: bool = False) -> str:
+    """Epoch seconds as ISO-8601 UTC: ``2026-11-23T17:14:35Z`` (``…35.120Z`` with ``millis``)."""
+    moment = datetime.fromtimestamp(at, tz=UTC)
+    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+@dataclass(slots=True)
+class StepCell:
+    """One step of one host. ``duration``/``exit_status``/``cause`` describe the latest attempt."""
+
+    name: str
+    status: CellStatus = CellStatus.QUEUED
+    attempt: int = 0  # 0: never started
+    started_at: float | None = None  # wall clock (event ``at``) of the latest attempt
+    started_mono: float | None = None  # the state's clock when that attempt started
+    duration: float | None = None
+    exit_status: int | None = None
+    cause: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_CELLS
+
+    def elapsed(self, now_mono: float) -> float | None:
+        """Seconds of the latest attempt: final if finished, running time if not."""
+        if self.finished or self.status is CellStatus.RETRYING:
+            return self.duration
+        if self.started_mono is None:
+            return None
+        return max(0.0, now_mono - self.started_mono)
+
+
+@dataclass(slots=True)
+class HostRow:
+    """One host: what the live table shows on a line and the summary in a block."""
+
+    index: int  # dispatch order (position in RunStarted.hosts)
+    name: str
+    priority: int
+    sid: str
+    address: str
+    steps: dict[str, StepCell]  # in the order the host runs them
+    status: HostPhase = HostPhase.QUEUED
+    current_step: str | None = None
+    progress: str | None = None  # last progress line of the current (or last) step
+    connect_attempts: int = 0
+    connect_cause: str | None = None  # latest failed connection attempt
+    cause: str | None = None  # host-level cause from HostFinished (unreachable, internal error)
+    crashed: bool = False  # HostFinished carried a traceback (it is in host.log)
+    started_at: float | None = None  # wall clock of HostStarted
+    started_mono: float | None = None
+    ended_at: float | None = None  # wall clock of HostFinished
+    duration: float | None = None
+    finish_seq: int = 0  # 1 for the first host to finish, 2 for the next… (0: not finished)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_PHASES
+
+    def elapsed(self, now_mono: float) -> float | None:
+        """Seconds since the host left the queue (final once it finished)."""
+        if self.finished:
+            return self.duration
+        if self.started_mono is None:
+            return None
+        return max(0.0, now_mono - self.started_mono)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCounts:
+    queued: int = 0
+    connecting: int = 0
+    running: int = 0
+    ok: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    not_started: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.queued
+            + self.connecting
+            + self.running
+            + self.ok
+            + self.failed
+            + self.cancelled
+            + self.not_started
+        )
+
+    @property
+    def active(self) -> int:
+        """Hosts out of the queue and not finished (connecting or running)."""
+        return self.connecting + self.running
+
+    @property
+    def finished(self) -> int:
+        return self.ok + self.failed + self.cancelled + self.not_started
+
+
+@dataclass(frozen=True, slots=True)
+class StepCounts:
+    queued: int = 0
+    running: int = 0  # retrying included
+    ok: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.ok + self.failed + self.cancelled + self.skipped
+
+
+def attention_key(row: HostRow) -> tuple[int, int]:
+    """Sort key for views: running/connecting first (dispatch order), then failed, then the
+    other finished hosts (most recently finished first within each), then the queue."""
+    match row.status:
+        case HostPhase.RUNNING | HostPhase.CONNECTING:
+            return (0, row.index)
+        case HostPhase.FAILED:
+            return (1, -row.finish_seq)
+        case HostPhase.OK | HostPhase.CANCELLED | HostPhase.NOT_STARTED:
+            return (2, -row.finish_seq)
+        case HostPhase.QUEUED:
+            return (3, row.index)
+        case _:
+            assert_never(row.status)
+
+
+class RunState:
+    """Folds events into per-host rows. Also an EventSink (``emit`` = ``apply``).
+
+    ``new_reader`` makes the ProgressReader fed the output of each running step
+    (default: ``rman.Transcript``; ``LastLine`` for anything); one exists per
+    running step only, and only its ``progress`` outlives the step. ``clock`` is
+    monotonic, for the elapsed times of what is still running. Events for hosts
+    or steps the plan did not announce get a row/cell of their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        new_reader: Callable[[], ProgressReader] = Transcript,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._new_reader = new_reader
+        self._readers: dict[tuple[str, str], ProgressReader] = {}
+        self._clock = clock
+        self.run_id: str = ""
+        self.inventory: str = ""
+        self.max_parallel: int = 0
+        self.started_at: float | None = None  # wall clock of RunStarted
+        self.started_mono: float | None = None
+        self.last_at: float | None = None  # wall clock of the latest event
+        self.cancel: CancelRequested | None = None  # the latest cancel request
+        self.finished: RunFinished | None = None
+        self.rows: dict[str, HostRow] = {}  # dispatch order
+        self._finished_hosts = 0
+
+    # ------------------------------------------------------------------ fold
+
+    def emit(self, event: Event) -> None:
+        self.apply(event)
+
+    def apply(self, event: Event) -> None:
+        """Fold one event in. Never raises for a well-typed event."""
+        self.last_at = event.at
+        match event:
+            case RunStarted():
+                self.run_id = event.run_id
+                self.inventory = event.inventory
+                self.max_parallel = event.max_parallel
+                self.started_at = event.at
+                self.started_mono = self._clock()
+                for planned in event.hosts:
+                    self._add_row(planned)
+            case HostStarted():
+                row = self._row(event.host)
+                row.status = HostPhase.CONNECTING
+                row.started_at = event.at
+                row.started_mono = self._clock()
+            case ConnectFailed():
+                row = self._row(event.host)
+                row.connect_attempts = event.attempt
+                row.connect_cause = event.cause
+            case HostConnected():
+                row = self._row(event.host)
+                row.connect_attempts = event.attempt
+                row.status = HostPhase.RUNNING
+            case StepStarted():
+                row = self._row(event.host)
+                row.status = HostPhase.RUNNING
+                row.current_step = event.step
+                row.progress = None
+                self._readers[event.host, event.step] = self._new_reader()
+                cell = self._cell(row, event.step)
+                cell.status = CellStatus.RUNNING
+                cell.attempt = event.attempt
+                cell.started_at = event.at
+                cell.started_mono = self._clock()
+                cell.duration = cell.exit_status = cell.cause = None
+            case StepOutput():
+                reader = self._readers.get((event.host, event.step))
+                if reader is not None:
+                    reader.feed(event.line)
+                    progress = reader.progress
+                    if progress is not None:
+                        self._row(event.host).progress = progress[:PROGRESS_MAX]
+            case StepFinished():
+                self._readers.pop((event.host, event.step), None)
+                row = self._row(event.host)
+                cell = self._cell(row, event.step)
+                cell.status = (
+                    CellStatus.RETRYING if event.will_retry else CellStatus(event.status.value)
+                )
+                cell.attempt = max(cell.attempt, event.attempt)
+                cell.duration = event.duration
+                cell.exit_status = event.exit_status
+                cell.cause = event.cause
+                if row.current_step == event.step and not event.will_retry:
+                    row.current_step = None
+            case HostFinished():
+                self._finish_host(event)
+            case CancelRequested():
+                self.cancel = event
+            case RunFinished():
+                self.finished = event
+            case _:
+                assert_never(event)
+
+    def _add_row(self, planned: PlannedHost) -> HostRow:
+        row = HostRow(
+            index=len(self.rows),
+            name=planned.name,
+            priority=planned.priority,
+            sid=planned.oracle_sid,
+            address=planned.address,
+            steps={step: StepCell(step) for step in planned.steps},
+        )
+        self.rows[planned.name] = row
+        return row
+
+    def _row(self, host: str) -> HostRow:
+        row = self.rows.get(host)
+        if row is None:
+            row = self._add_row(PlannedHost(host, 0, "", "", ()))
+        return row
+
+    @staticmethod
+    def _cell(row: HostRow, step: str) -> StepCell:
+        cell = row.steps.get(step)
+        if cell is None:
+            cell = row.steps[step] = StepCell(step)
+        return cell
+
+    def _finish_host(self, event: HostFinished) -> None:
+        row = self._row(event.host)
+        row.status = HostPhase(event.status.value)
+        row.cause = event.cause
+        row.crashed = event.detail is not None
+        row.ended_at = event.at
+        row.duration = event.duration
+        row.current_step = None
+        self._finished_hosts += 1
+        row.finish_seq = self._finished_hosts
+        for key in [key for key in self._readers if key[0] == event.host]:
+            del self._readers[key]
+        # A host ends every step it began; steps it never reached (a host that was
+        # never started gets no StepFinished at all) count as skipped.
+        for cell in row.steps.values():
+            if cell.status is CellStatus.QUEUED:
+                cell.status = CellStatus.SKIPPED
+            elif not cell.finished:  # running/retrying: the engine did not say; keep it honest
+                cancelled = row.status is HostPhase.CANCELLED
+                cell.status = CellStatus.CANCELLED if cancelled else CellStatus.FAILED
+                cell.cause = cell.cause or row.cause
+
+    # ----------------------------------------------------------------- reads
+
+    def host_counts(self) -> HostCounts:
+        counts = Counter(row.status for row in self.rows.values())
+        return HostCounts(
+            queued=counts[HostPhase.QUEUED],
+            connecting=counts[HostPhase.CONNECTING],
+            running=counts[HostPhase.RUNNING],
+            ok=counts[HostPhase.OK],
+            failed=counts[HostPhase.FAILED],
+            cancelled=counts[HostPhase.CANCELLED],
+            not_started=counts[HostPhase.NOT_STARTED],
+        )
+
+    def step_counts(self) -> StepCounts:
+        counts = Counter(cell.status for row in self.rows.values() for cell in row.steps.values())
+        return StepCounts(
+            queued=counts[CellStatus.QUEUED],
+            running=counts[CellStatus.RUNNING] + counts[CellStatus.RETRYING],
+            ok=counts[CellStatus.OK],
+            failed=counts[CellStatus.FAILED],
+            cancelled=counts[CellStatus.CANCELLED],
+            skipped=counts[CellStatus.SKIPPED],
+        )
+
+    def hosts_with(self, status: HostPhase) -> list[HostRow]:
+        """Rows in ``status``, in dispatch order."""
+        return [row for row in self.rows.values() if row.status is status]
+
+    def rows_by_attention(self) -> list[HostRow]:
+        """Rows sorted by ``attention_key``: what a view with little room shows first."""
+        return sorted(self.rows.values(), key=attention_key)
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        if self.finished is not None and self.finished.cancelled is not None:
+            return self.finished.cancelled
+        return self.cancel.reason if self.cancel is not None else None
+
+    @property
+    def duration(self) -> float:
+        """Run duration: RunFinished's, or wall time from RunStarted to the latest event."""
+        if self.finished is not None:
+            return self.finished.duration
+        if self.started_at is None or self.last_at is None:
+            return 0.0
+        return max(0.0, self.last_at - self.started_at)
+
+    def elapsed(self) -> float:
+        """Seconds since RunStarted on the monotonic clock (final once the run finished)."""
+        if self.finished is not None:
+            return self.finished.duration
+        if self.started_mono is None:
+            return 0.0
+        return max(0.0, self._clock() - self.started_mono)
