@@ -176,16 +176,26 @@ class EventSink(Protocol):
 
 
 class FanOut:
-    """An EventSink that hands every event to several sinks, in order."""
+    """An EventSink that hands every event to several sinks, in order.
 
-    __slots__ = ("_sinks",)
+    A sink that raises (a closed stdout pipe, a full disk) is dropped and its error
+    kept in ``failures``: losing one view of the run must never crash a host or
+    leave its remote backup running. The caller reports ``failures`` at the end.
+    """
+
+    __slots__ = ("_sinks", "failures")
 
     def __init__(self, sinks: Iterable[EventSink]) -> None:
-        self._sinks = tuple(sinks)
+        self._sinks = list(sinks)
+        self.failures: list[tuple[EventSink, Exception]] = []
 
     def emit(self, event: Event) -> None:
         for sink in self._sinks:
-            sink.emit(event)
+            try:
+                sink.emit(event)
+            except Exception as exc:  # isolation: see the class docstring
+                self.failures.append((sink, exc))
+                self._sinks = [s for s in self._sinks if s is not sink]
 
 
 class RecordingSink:

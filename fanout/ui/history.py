@@ -1,0 +1,239 @@
+"""Text and JSON for ``fanout history`` and ``fanout show``: pure functions of store records.
+
+Plain aligned text that reads at 80 columns, no colour, no rich. Times show in
+local time unless ``tz`` is given; JSON times are ISO 8601 in UTC and durations are
+seconds. ``now`` (epoch seconds) gives the elapsed time of a run still running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, tzinfo
+
+from fanout.store import HostRecord, RunDetail, RunOutcome, RunSummary, StepRecord
+
+__all__ = [
+    "format_duration",
+    "history_json",
+    "render_history",
+    "render_show",
+    "run_json",
+    "show_json",
+]
+
+_NONE = "-"
+_STATUS_ORDER = ("ok", "failed", "cancelled", "skipped", "not started", "running", "pending")
+_Row = Callable[[str, str, str, str], str]  # name, status, duration, extra -> aligned line
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45s``, ``12m05s``, ``3h07m``, ``2d04h``; ``-`` when unknown."""
+    if seconds is None or seconds < 0:
+        return _NONE
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _span(started: float | None, ended: float | None, live: bool, now: float) -> float | None:
+    """Seconds from start to end; to ``now`` while the run is live; None when unknown."""
+    if started is None:
+        return None
+    if ended is not None:
+        return ended - started
+    return now - started if live else None
+
+
+def _live(run: RunSummary) -> bool:
+    return run.outcome == RunOutcome.RUNNING
+
+
+def _time(ts: float | None, tz: tzinfo | None, fmt: str) -> str:
+    return _NONE if ts is None else datetime.fromtimestamp(ts, tz).strftime(fmt)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# ---- history ----------------------------------------------------------------------------------
+
+
+def render_history(runs: Sequence[RunSummary], *, now: float, tz: tzinfo | None = None) -> str:
+    """Recent runs, one aligned line each (71 columns for 13-character run ids).
+
+    Runs are grouped under their inventory's path, groups ordered by their newest
+    run, runs kept in the given order (newest first) within a group.
+    """
+    if not runs:
+        return "no runs recorded\n"
+    # (header, right-aligned, gap before, cells)
+    columns: list[tuple[str, bool, int, list[str]]] = [
+        ("RUN", False, 0, [r.run_id for r in runs]),
+        ("STARTED", False, 2, [_time(r.started_at, tz, "%Y-%m-%d %H:%M") for r in runs]),
+        ("DURATION", True, 1, [format_duration(_run_span(r, now)) for r in runs]),
+        ("OUTCOME", False, 2, [r.outcome for r in runs]),
+        ("OK", True, 1, [str(r.host_counts.get("ok", 0)) for r in runs]),
+        ("FAIL", True, 1, [str(r.host_counts.get("failed", 0)) for r in runs]),
+        ("CANC", True, 1, [str(r.host_counts.get("cancelled", 0)) for r in runs]),
+        ("EXIT", True, 1, [_NONE if r.exit_code is None else str(r.exit_code) for r in runs]),
+    ]
+    widths = [max(len(h), *map(len, cells)) for h, _, _, cells in columns]
+
+    def line(cells: Sequence[str]) -> str:
+        return "".join(
+            " " * gap + (cell.rjust(w) if right else cell.ljust(w))
+            for (_, right, gap, _), w, cell in zip(columns, widths, cells, strict=True)
+        ).rstrip()
+
+    groups: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(run.inventory_path, []).append(i)
+    sections = [
+        "\n".join(
+            [f"inventory {inventory}", line([h for h, _, _, _ in columns])]
+            + [line([cells[i] for _, _, _, cells in columns]) for i in indexes]
+        )
+        for inventory, indexes in groups.items()
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _run_span(run: RunSummary, now: float) -> float | None:
+    return _span(run.started_at, run.ended_at, _live(run), now)
+
+
+def run_json(run: RunSummary, *, now: float) -> dict[str, object]:
+    """One run as JSON-ready data (``history --json`` lists these, ``show --json`` nests one)."""
+    return {
+        "run_id": run.run_id,
+        "inventory": run.inventory_path,
+        "inventory_sha256": run.inventory_sha256,
+        "argv": list(run.argv),
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at),
+        "duration_seconds": _seconds(_run_span(run, now)),
+        "outcome": run.outcome,
+        "exit_code": run.exit_code,
+        "resumed_from": run.resumed_from,
+        "pid": run.pid,
+        "hostname": run.hostname,
+        "host_counts": dict(run.host_counts),
+        "step_counts": dict(run.step_counts),
+    }
+
+
+def history_json(runs: Sequence[RunSummary], *, now: float) -> list[dict[str, object]]:
+    """``history --json``: the runs in the given order."""
+    return [run_json(r, now=now) for r in runs]
+
+
+# ---- show -------------------------------------------------------------------------------------
+
+
+def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> str:
+    """One run: a header block, then each host and its steps with status and duration.
+
+    Under a step: its cause and log path. Under a host: its cause, unless a step shows it.
+    """
+    run, live = detail.run, _live(detail.run)
+    exit_text = "" if run.exit_code is None else f" (exit {run.exit_code})"
+    order = {status: i for i, status in enumerate(_STATUS_ORDER)}
+    ordered = sorted(run.host_counts.items(), key=lambda item: (order.get(item[0], 99), item[0]))
+    counts = ", ".join(f"{n} {status}" for status, n in ordered)
+    header = [
+        ("run", run.run_id),
+        ("outcome", run.outcome + exit_text),
+        ("inventory", run.inventory_path),
+        ("sha256", run.inventory_sha256 or _NONE),
+        ("command", " ".join(run.argv) or _NONE),
+        ("started", _time(run.started_at, tz, "%Y-%m-%d %H:%M:%S")),
+        ("ended", _time(run.ended_at, tz, "%Y-%m-%d %H:%M:%S")),
+        ("duration", format_duration(_span(run.started_at, run.ended_at, live, now))),
+        ("resumed", f"from {run.resumed_from}" if run.resumed_from else None),
+        ("by", f"pid {run.pid} on {run.hostname}" if run.pid is not None else None),
+        ("hosts", counts or _NONE),
+    ]
+    lines = [f"{key:<10} {value}" for key, value in header if value is not None]
+    if not detail.hosts:
+        return "\n".join(lines) + "\n"
+
+    name_w = max(len("HOST / STEP"), *(len(h.name) for h in detail.hosts))
+    name_w = max(name_w, *(2 + len(s.step) for h in detail.hosts for s in h.steps), 0)
+    statuses = [h.status for h in detail.hosts] + [s.status for h in detail.hosts for s in h.steps]
+    status_w = max(len("STATUS"), *map(len, statuses))
+
+    def row(name: str, status: str, duration: str, extra: str = "") -> str:
+        text = f"{name:<{name_w}}  {status:<{status_w}}  {duration:>8}"
+        return (text + (f"  {extra}" if extra else "")).rstrip()
+
+    lines += ["", row("HOST / STEP", "STATUS", "DURATION")]
+    for host in detail.hosts:
+        span = _span(host.started_at, host.ended_at, live, now)
+        lines.append(row(host.name, host.status, format_duration(span)))
+        if host.cause and all(s.cause != host.cause for s in host.steps):
+            lines.append(f"      {host.cause}")
+        for step in host.steps:
+            lines.extend(_step_lines(step, live, now, row))
+    return "\n".join(lines) + "\n"
+
+
+def _step_lines(step: StepRecord, live: bool, now: float, row: _Row) -> list[str]:
+    notes = []
+    if step.attempt > 1:
+        notes.append(f"attempt {step.attempt}")
+    if step.exit_status not in (None, 0):
+        notes.append(f"exit {step.exit_status}")
+    span = _span(step.started_at, step.ended_at, live, now)
+    lines = [row(f"  {step.step}", step.status, format_duration(span), ", ".join(notes))]
+    if step.cause:
+        lines.append(f"      {step.cause}")
+    if step.log_path:
+        lines.append(f"      log: {step.log_path}")
+    return lines
+
+
+def show_json(detail: RunDetail, *, now: float) -> dict[str, object]:
+    """``show --json``: the run, then its hosts in dispatch order with their steps."""
+    live = _live(detail.run)
+    return {
+        "run": run_json(detail.run, now=now),
+        "hosts": [_host_json(h, live, now) for h in detail.hosts],
+    }
+
+
+def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
+    return {
+        "name": host.name,
+        "priority": host.priority,
+        "address": host.address,
+        "oracle_sid": host.oracle_sid,
+        "status": host.status,
+        "cause": host.cause,
+        "started_at": _iso(host.started_at),
+        "ended_at": _iso(host.ended_at),
+        "duration_seconds": _seconds(_span(host.started_at, host.ended_at, live, now)),
+        "steps": [
+            {
+                "step": s.step,
+                "status": s.status,
+                "attempt": s.attempt,
+                "started_at": _iso(s.started_at),
+                "ended_at": _iso(s.ended_at),
+                "duration_seconds": _seconds(_span(s.started_at, s.ended_at, live, now)),
+                "exit_status": s.exit_status,
+                "cause": s.cause,
+                "log_path": s.log_path,
+            }
+            for s in host.steps
+        ],
+    }
