@@ -150,6 +150,40 @@ def run(
     raise typer.Exit(code)
 
 
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Where the run store lives (default: $XDG_STATE_HOME/fanout)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
+
+
+@app.command()
+def history(
+    inventory: Annotated[
+        Path | None, typer.Argument(help="Only runs of this inventory.", show_default=False)
+    ] = None,
+    count: Annotated[int, typer.Option("-n", min=1, help="How many runs.")] = 20,
+    json_output: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Recent runs, newest first, with outcome and counts."""
+    from fanout.reports import history_text
+
+    print(guarded(lambda: history_text(inventory, count, json_output, state_dir)), end="")
+
+
+@app.command()
+def show(
+    run_id: Annotated[str | None, typer.Argument(help="Default: the latest run.", show_default=False)] = None,
+    json_output: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """One run: every host and step with status, duration, cause and log path."""
+    from fanout.reports import show_text
+
+    print(guarded(lambda: show_text(run_id, json_output, state_dir)), end="")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

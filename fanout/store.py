@@ -63,7 +63,6 @@ __all__ = [
     "StepRecord",
     "Store",
     "StoreError",
-    "default_state_dir",
     "open_store",
     "run_outcome",
 ]
@@ -96,12 +95,6 @@ def run_outcome(exit_code: int) -> RunOutcome:
     if exit_code == 0:
         return RunOutcome.OK
     return RunOutcome.CANCELLED if exit_code in (130, 143) else RunOutcome.FAILED
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/fanout``; ``~/.local/state/fanout`` when unset, empty or relative."""
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state") / "fanout"
 
 
 # ---- schema -----------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ from fanout.store import (
     StepRecord,
     Store,
     StoreError,
-    default_state_dir,
     open_store,
 )
 from fanout.ui.history import history_json, render_history, render_show, show_json
@@ -373,18 +372,6 @@ def test_v1_database_migrates_keeping_rows(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone() == (2,)
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'runs_by_inventory'").fetchone()
     db.close()
-
-
-@pytest.mark.parametrize(
-    ("xdg", "expected"), [("/var/state", "/var/state/fanout"), ("", None), ("rel/dir", None)]
-)
-def test_default_state_dir_follows_xdg(
-    monkeypatch: pytest.MonkeyPatch, xdg: str, expected: str | None
-) -> None:
-    """$XDG_STATE_HOME/fanout; ~/.local/state/fanout when it is unset, empty or relative."""
-    monkeypatch.setenv("XDG_STATE_HOME", xdg)
-    fallback = Path.home() / ".local" / "state" / "fanout"
-    assert default_state_dir() == (Path(expected) if expected else fallback)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
