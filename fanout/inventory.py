@@ -66,6 +66,7 @@ class Host:
     priority: int  # 1 = most important, dispatched first
     oracle_sid: str
     oracle_home: str
+    lock_dir: str = "/tmp"  # remote directory for the per-database lock (see steps.py)
     steps: tuple[str, ...] = DEFAULT_STEPS
     tags: tuple[str, ...] = ()
     user: str | None = None  # None: ~/.ssh/config, else the local user
@@ -505,6 +506,7 @@ _INHERITED: _Parsers = {
     "user": _Reader.user,
     "port": _Reader.port,
     "oracle_home": _Reader.oracle_home,
+    "lock_dir": _Reader.oracle_home,  # also an absolute path on the database host
     "identity_file": _Reader.local_path,
     "known_hosts": _Reader.local_path,
     "ssh_config": _Reader.local_path,

@@ -220,16 +220,25 @@ def describe_exit(exit_status: int) -> str:
     return _SIGNALS.get(exit_status - 128, f"exit status {exit_status}")
 
 
+FANOUT_PREFIX = "fanout: "  # stderr lines of fanout's remote wrapper (e.g. the database lock)
+
+
 def step_cause(exit_status: int, transcript: Transcript, last_stderr: str | None) -> str | None:
     """The one-line cause of a finished step; None when it succeeded.
 
-    An error stack decides (even with exit 0); else a non-zero exit is described,
-    followed by the last stderr line: ``exit status 127: sh: 1: exec: …/rman: not found``.
+    An error stack decides (even with exit 0); a message from fanout's remote wrapper
+    (``fanout: another backup of ERP is running (pid 4242, started …)``) is the cause as
+    it stands; else a non-zero exit is described, followed by the last stderr line:
+    ``exit status 127: sh: 1: exec: …/rman: not found``.
     """
     if transcript.failed:
         return transcript.cause
     if exit_status == 0:
         return None
+    if last_stderr and last_stderr.startswith(
+        FANOUT_PREFIX
+    ):  # fanout's own remote wrapper speaking
+        return _one_line(last_stderr[len(FANOUT_PREFIX) :])
     what = describe_exit(exit_status)
     detail = " ".join((last_stderr or "").split())
     return _one_line(f"{what}: {detail}" if detail else what)

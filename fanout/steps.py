@@ -101,7 +101,7 @@ def render_step(host: Host, step: StepDef, run_id: str) -> RenderedStep:
         raise ValueError(f"run id {run_id!r}: expected letters, digits, '_', '.', '-' (max 40)")
     prologue = _environment(host)
     if step.kind is StepKind.RMAN:
-        command = f'{prologue}; exec "$ORACLE_HOME/bin/rman" target /'
+        command = f"{prologue}; {database_lock(host, run_id, step.name)}; " + RMAN
         stdin: str | None = _rman_script(step.body, run_id)
     else:
         command = f"{prologue}; {step.body.strip()}"
@@ -114,6 +114,52 @@ def render_step(host: Host, step: StepDef, run_id: str) -> RenderedStep:
         timeout=step.timeout or host.step_timeout,
         retries=step.retries if step.retries is not None else host.retries,
         on_failure=step.on_failure,
+    )
+
+
+RMAN = '"$ORACLE_HOME/bin/rman" target /'
+LOCK_HELD_EXIT = 75  # EX_TEMPFAIL, like the local run lock
+
+
+def lock_paths(host: Host) -> tuple[str, str]:
+    """The remote lock directory of the host's database and its last-result file."""
+    # The loader only admits SIDs of [A-Za-z0-9_$#]; anything else never reaches the path.
+    sid = re.sub(r"[^A-Za-z0-9_$#]", "_", host.oracle_sid)
+    base = f"{host.lock_dir.rstrip('/')}/fanout-{sid}"
+    return f"{base}.lock", f"{base}.last"
+
+
+def database_lock(host: Host, run_id: str, step: str) -> str:
+    """POSIX sh that takes the per-database lock for this step, or fails fast.
+
+    At most one fanout-started rman per ORACLE_SID runs on a host, whatever
+    inventory or orchestrator machine started it: ``mkdir`` is atomic on every
+    POSIX filesystem. The lock holds ``<pid> <start> <run_id> <step>``, where pid is
+    the step's shell, the leader of its process group. A held lock whose leader is
+    gone (SIGKILL leaves no time to clean up) is taken over. Otherwise the step exits
+    75 with ``fanout: another backup of SID is running (pid …, started …)`` on
+    stderr. On exit the shell writes ``<run_id> <step> <status>`` to the ``.last``
+    file and removes the lock; SIGINT/SIGTERM reach rman (same process group) and
+    the shell cleans up once rman has exited. rman therefore runs as a child, not
+    via ``exec``.
+    """
+    lock, last = lock_paths(host)
+    sid = shlex.quote(host.oracle_sid)
+    held = f"printf 'fanout: another backup of %s is running (pid %s, started %s)\\n' {sid}"
+    racing = f"printf 'fanout: another backup of %s is starting\\n' {sid}"
+    busy = f"exit {LOCK_HELD_EXIT}"
+    return "; ".join(
+        (
+            f"lock={shlex.quote(lock)}; last={shlex.quote(last)}",
+            f"tag={shlex.quote(f'{run_id} {step}')}",
+            'alive() { [ "$(ps -o pgid= -p "$1" 2>/dev/null | tr -d \' \')" = "$1" ]; }',
+            'if ! mkdir "$lock" 2>/dev/null; then set -- $(cat "$lock/owner" 2>/dev/null)',
+            f'if [ -n "$1" ] && alive "$1"; then {held} "$1" "$2" >&2; {busy}; fi',
+            f'rm -rf "$lock"; mkdir "$lock" 2>/dev/null || {{ {racing} >&2; {busy}; }}; fi',
+            'echo "$$ $(date -u +%Y-%m-%dT%H:%M:%SZ) $tag" >"$lock/owner"',
+            """trap 'st=$?; echo "$tag $st" >"$last"; rm -rf "$lock"' EXIT""",
+            "trap 'exit 130' INT; trap 'exit 143' TERM",
+        )
     )
 
 

@@ -52,7 +52,7 @@ def test_plan_show_scripts_prints_command_and_script() -> None:
     result = runner.invoke(app, ["plan", str(EXAMPLE), "-l", "billing-prod", "--show-scripts"])
     assert result.exit_code == 0, result.output
     assert "--- billing-prod / full (rman" in result.output
-    assert 'exec "$ORACLE_HOME/bin/rman" target /' in result.output
+    assert '"$ORACLE_HOME/bin/rman" target /' in result.output
     assert "SET COMMAND ID TO 'fanout-" in result.output
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,11 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout.inventory import Host, Inventory, OnFailure, Settings, StepDef, StepKind
-from fanout.steps import BUILTIN_STEPS, RenderedStep, new_run_id, render_host, render_step
+from fanout.steps import (
+    BUILTIN_STEPS,
+    RenderedStep,
+    database_lock,
+    lock_paths,
+    new_run_id,
+    render_host,
+    render_step,
+)
 
 RUN_ID = "20261123T171435Z-3f9a"
 HOME = "/u01/app/oracle/product/19.0.0/dbhome_1"
-RMAN_TAIL = '; exec "$ORACLE_HOME/bin/rman" target /'
+RMAN_TAIL = '; "$ORACLE_HOME/bin/rman" target /'
 
 
 def make_host(**overrides: object) -> Host:
@@ -48,7 +58,8 @@ def test_full_renders_exact_command_and_script() -> None:
             f"ORACLE_SID=PROD1; ORACLE_HOME={HOME}; NLS_LANG=AMERICAN_AMERICA.AL32UTF8; "
             "NLS_DATE_FORMAT='YYYY-MM-DD HH24:MI:SS'; "
             "export ORACLE_SID ORACLE_HOME NLS_LANG NLS_DATE_FORMAT; unset TWO_TASK; "
-            'exec "$ORACLE_HOME/bin/rman" target /'
+            f"{database_lock(make_host(), RUN_ID, 'full')}; "
+            '"$ORACLE_HOME/bin/rman" target /'
         ),
         stdin=(
             "RUN {\n"
@@ -267,7 +278,10 @@ def test_hostile_values_are_set_verbatim_and_never_run(sid: str, home: str) -> N
     """For any SID/home, a real sh exports exactly those values and runs nothing else."""
     env_bin = shutil.which("env")
     assert env_bin is not None
-    step = render_step(make_host(oracle_sid=sid, oracle_home=home), BUILTIN_STEPS["full"], RUN_ID)
+    locks = Path(os.environ["HOME"]) / "locks"
+    locks.mkdir(exist_ok=True)
+    host = make_host(oracle_sid=sid, oracle_home=home, lock_dir=str(locks))
+    step = render_step(host, BUILTIN_STEPS["full"], RUN_ID)
     assert step.command.endswith(RMAN_TAIL)
     command = step.command.removesuffix(RMAN_TAIL) + f"; exec {env_bin} -0"
     cwd = Path(os.environ["HOME"]) / "sandbox"
@@ -284,3 +298,77 @@ def test_hostile_values_are_set_verbatim_and_never_run(sid: str, home: str) -> N
     assert environ["NLS_DATE_FORMAT"] == "YYYY-MM-DD HH24:MI:SS"
     assert "TWO_TASK" not in environ
     assert list(cwd.iterdir()) == []
+    assert [p.name for p in locks.iterdir()] == [Path(lock_paths(host)[0]).name]  # only the lock
+    shutil.rmtree(locks)
+
+
+def _start_step(home: Path, sleep: float) -> subprocess.Popen[str]:
+    """Run the full step's command the way the SSH transport does: its own group, sh -c."""
+    step = render_step(
+        make_host(oracle_home=str(home), lock_dir=str(home)), BUILTIN_STEPS["full"], RUN_ID
+    )
+    return subprocess.Popen(
+        ["/bin/sh", "-c", step.command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={"PATH": os.defpath, "SLEEP": str(sleep)},
+    )
+
+
+@pytest.fixture
+def slow_rman(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    rman = home / "bin" / "rman"
+    rman.write_text('#!/bin/sh\ncat >/dev/null\nsleep "$SLEEP"\necho done\n')
+    rman.chmod(0o755)
+    return home
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 5
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_database_lock_makes_a_second_backup_fail_fast(slow_rman: Path) -> None:
+    """While one step holds the database lock, another exits 75 naming the holder."""
+    first = _start_step(slow_rman, 30)
+    try:
+        _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
+        second = _start_step(slow_rman, 0)
+        _, err = second.communicate("", timeout=10)
+        assert second.returncode == 75
+        assert err.startswith(
+            f"fanout: another backup of PROD1 is running (pid {first.pid}, started "
+        )
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.communicate(timeout=10)
+    assert first.returncode == 130
+    assert not (slow_rman / "fanout-PROD1.lock").exists()
+    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 130\n"
+
+
+def test_database_lock_of_a_killed_step_is_taken_over(slow_rman: Path) -> None:
+    """A lock left by a SIGKILLed step (leader gone) is taken over by the next step."""
+    first = _start_step(slow_rman, 30)
+    _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=10)
+    assert (slow_rman / "fanout-PROD1.lock").exists()
+    second = _start_step(slow_rman, 0)
+    out, _ = second.communicate("", timeout=10)
+    assert (second.returncode, out) == (0, "done\n")
+    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 0\n"
+    assert not (slow_rman / "fanout-PROD1.lock").exists()
+
+
+def test_lock_paths_never_leave_the_lock_dir() -> None:
+    """Even an unvalidated SID cannot steer the lock path out of lock_dir."""
+    lock, last = lock_paths(make_host(oracle_sid="../../etc/x", lock_dir="/var/tmp"))
+    assert (lock, last) == ("/var/tmp/fanout-______etc_x.lock", "/var/tmp/fanout-______etc_x.last")
