@@ -29,7 +29,7 @@ import re
 import secrets
 import shlex
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -90,7 +90,16 @@ class RenderedStep:
     on_failure: OnFailure
 
 
-def render_step(host: Host, step: StepDef, run_id: str) -> RenderedStep:
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """How a resumed step treats what its earlier run may have left on the host."""
+
+    run_id: str  # the run being resumed
+    stop: bool  # stop its still-running step (True) or wait for it to end (False)
+    grace: float  # stop: seconds between SIGINT and SIGTERM (then 5 s to SIGKILL)
+
+
+def render_step(host: Host, step: StepDef, run_id: str, adopt: Adopt | None = None) -> RenderedStep:
     """Render ``step`` for ``host``.
 
     Raises ValueError if ``run_id`` is not a plain token (it goes inside an RMAN
@@ -101,7 +110,10 @@ def render_step(host: Host, step: StepDef, run_id: str) -> RenderedStep:
         raise ValueError(f"run id {run_id!r}: expected letters, digits, '_', '.', '-' (max 40)")
     prologue = _environment(host)
     if step.kind is StepKind.RMAN:
-        command = f"{prologue}; {database_lock(host, run_id, step.name)}; " + RMAN
+        lock = database_lock(host, run_id, step.name)
+        if adopt is not None:
+            lock = f"{adoption(host, step.name, adopt)}; {lock}"
+        command = f"{prologue}; {lock}; " + RMAN
         stdin: str | None = _rman_script(step.body, run_id)
     else:
         command = f"{prologue}; {step.body.strip()}"
@@ -129,6 +141,51 @@ def lock_paths(host: Host) -> tuple[str, str]:
     return f"{base}.lock", f"{base}.last"
 
 
+# alive PGID: the group leader still runs (a zombie is gone: orphans may wait long for init)
+_ALIVE = (
+    'alive() { ps -o pgid= -o args= -p "$1" 2>/dev/null'
+    " | awk -v p=\"$1\" '$1 == p && $NF != \"<defunct>\" { f = 1 } END { exit !f }'; }"
+)
+
+
+def adoption(host: Host, step: str, adopt: Adopt) -> str:
+    """POSIX sh run before a resumed step takes the database lock.
+
+    If the resumed run's own ``step`` still holds the lock (its orchestrator died,
+    the remote backup went on), wait for it or stop its process group (SIGINT,
+    SIGTERM after ``grace``, SIGKILL 5 s later). Then, if the ``.last`` file says
+    that very step ended with status 0 while fanout was away, print so and exit 0:
+    the backup is not taken twice. Messages go to stdout, so they never become a cause.
+    """
+    lock, last = lock_paths(host)
+    old = shlex.quote(f"{adopt.run_id} {step}")
+    say = "printf 'fanout: %s of run %s %s (pid %s)\\n'"
+    what = f"{shlex.quote(step)} {shlex.quote(adopt.run_id)}"
+    if adopt.stop:
+        grace = max(1, round(adopt.grace))
+        handle = (
+            f'{say} {what} "is still running: stopping it" "$1"; kill -s INT -- -"$1"; n=0; '
+            f'while alive "$1" && [ "$n" -lt {grace} ]; do sleep 1; n=$((n+1)); done; '
+            'if alive "$1"; then kill -s TERM -- -"$1"; sleep 5; fi; '
+            'if alive "$1"; then kill -s KILL -- -"$1"; fi'
+        )
+    else:
+        handle = (
+            f'{say} {what} "is still running: waiting for it to end" "$1"; '
+            'while alive "$1"; do sleep 2; done'
+        )
+    return "; ".join(
+        (
+            f"old={old}; lock={shlex.quote(lock)}; last={shlex.quote(last)}",
+            _ALIVE,
+            'set -- $(cat "$lock/owner" 2>/dev/null)',
+            f'if [ -n "$1" ] && [ "$3 $4" = "$old" ] && alive "$1"; then {handle}; fi',
+            f'if [ "$(cat "$last" 2>/dev/null)" = "$old 0" ]; then printf '
+            f"'fanout: %s already completed in run %s while fanout was away\\n' {what}; exit 0; fi",
+        )
+    )
+
+
 def database_lock(host: Host, run_id: str, step: str) -> str:
     """POSIX sh that takes the per-database lock for this step, or fails fast.
 
@@ -152,7 +209,7 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
         (
             f"lock={shlex.quote(lock)}; last={shlex.quote(last)}",
             f"tag={shlex.quote(f'{run_id} {step}')}",
-            'alive() { [ "$(ps -o pgid= -p "$1" 2>/dev/null | tr -d \' \')" = "$1" ]; }',
+            _ALIVE,
             'if ! mkdir "$lock" 2>/dev/null; then set -- $(cat "$lock/owner" 2>/dev/null)',
             f'if [ -n "$1" ] && alive "$1"; then {held} "$1" "$2" >&2; {busy}; fi',
             f'rm -rf "$lock"; mkdir "$lock" 2>/dev/null || {{ {racing} >&2; {busy}; }}; fi',
@@ -163,20 +220,30 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
     )
 
 
-def render_host(inventory: Inventory, host: Host, run_id: str) -> tuple[RenderedStep, ...]:
+def render_host(
+    inventory: Inventory,
+    host: Host,
+    run_id: str,
+    *,
+    only: Collection[str] | None = None,
+    adopt: Adopt | None = None,
+) -> tuple[RenderedStep, ...]:
     """Render the host's steps in its order; ``inventory.steps`` first, then BUILTIN_STEPS.
 
+    ``only`` keeps just those steps (a resume); ``adopt`` is passed to each of them.
     Raises KeyError for a step name found in neither (the loader rejects those first),
     and ValueError as ``render_step`` does.
     """
     rendered = []
     for name in host.steps:
+        if only is not None and name not in only:
+            continue
         step = inventory.steps.get(name)
         if step is None:
             step = BUILTIN_STEPS.get(name)
         if step is None:
             raise KeyError(f"host {host.name}: unknown step {name!r}")
-        rendered.append(render_step(host, step, run_id))
+        rendered.append(render_step(host, step, run_id, adopt))
     return tuple(rendered)
 
 

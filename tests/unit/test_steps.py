@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from fanout.inventory import Host, Inventory, OnFailure, Settings, StepDef, StepKind
 from fanout.steps import (
     BUILTIN_STEPS,
+    Adopt,
     RenderedStep,
     database_lock,
     lock_paths,
@@ -302,11 +303,12 @@ def test_hostile_values_are_set_verbatim_and_never_run(sid: str, home: str) -> N
     shutil.rmtree(locks)
 
 
-def _start_step(home: Path, sleep: float) -> subprocess.Popen[str]:
+def _start_step(
+    home: Path, sleep: float, run_id: str = RUN_ID, adopt: Adopt | None = None
+) -> subprocess.Popen[str]:
     """Run the full step's command the way the SSH transport does: its own group, sh -c."""
-    step = render_step(
-        make_host(oracle_home=str(home), lock_dir=str(home)), BUILTIN_STEPS["full"], RUN_ID
-    )
+    host = make_host(oracle_home=str(home), lock_dir=str(home))
+    step = render_step(host, BUILTIN_STEPS["full"], run_id, adopt)
     return subprocess.Popen(
         ["/bin/sh", "-c", step.command],
         stdin=subprocess.PIPE,
@@ -372,3 +374,39 @@ def test_lock_paths_never_leave_the_lock_dir() -> None:
     """Even an unvalidated SID cannot steer the lock path out of lock_dir."""
     lock, last = lock_paths(make_host(oracle_sid="../../etc/x", lock_dir="/var/tmp"))
     assert (lock, last) == ("/var/tmp/fanout-______etc_x.lock", "/var/tmp/fanout-______etc_x.last")
+
+
+def test_resumed_step_waits_for_its_orphan_and_does_not_repeat_a_success(slow_rman: Path) -> None:
+    """Resume (wait): the old run's still-running step is waited for; its success is not redone."""
+    old = _start_step(slow_rman, 1, run_id="OLD")
+    _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=False, grace=1))
+    old.communicate("", timeout=10)  # the old rman reads to EOF, then ends
+    out, err = resumed.communicate("", timeout=20)
+    assert old.returncode == 0
+    assert resumed.returncode == 0, err
+    assert "full of run OLD is still running: waiting for it to end" in out
+    assert out.endswith("fanout: full already completed in run OLD while fanout was away\n")
+    assert "done" not in out  # rman did not run again
+
+
+def test_resumed_step_can_stop_its_orphan_then_run(slow_rman: Path) -> None:
+    """Resume (stop): the old run's step gets SIGINT, then the step runs afresh."""
+    old = _start_step(slow_rman, 60, run_id="OLD")
+    _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=True, grace=1))
+    out, err = resumed.communicate("", timeout=20)
+    old.communicate(timeout=5)
+    assert old.returncode == 130
+    assert resumed.returncode == 0, err
+    assert "is still running: stopping it" in out
+    assert out.endswith("done\n")
+    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 0\n"
+
+
+def test_resumed_step_runs_when_the_old_attempt_failed(slow_rman: Path) -> None:
+    """Resume: with no orphan and a failed last result, the step simply runs."""
+    (slow_rman / "fanout-PROD1.last").write_text("OLD full 1\n")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=False, grace=1))
+    out, _ = resumed.communicate("", timeout=20)
+    assert (resumed.returncode, out) == (0, "done\n")
