@@ -130,6 +130,26 @@ def run(
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", min=1, help="Override settings.max_parallel.")
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            is_flag=False,
+            flag_value="latest",
+            metavar="[RUN_ID]",
+            help="Run only the steps that did not succeed in RUN_ID "
+            "(default: the latest run of this inventory, if it did not fully succeed).",
+            show_default=False,
+        ),
+    ] = None,
+    stop_running: Annotated[
+        bool,
+        typer.Option(
+            "--stop-running",
+            help="With --resume: stop a step the earlier run left running on a host "
+            "(default: wait for it to end).",
+        ),
+    ] = False,
 ) -> None:
     """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled."""
     from fanout.runner import RunOptions, run_inventory
@@ -145,6 +165,8 @@ def run(
         state_dir=state_dir,
         max_parallel=max_parallel,
         argv=tuple(sys.argv),
+        resume=resume,
+        stop_running=stop_running,
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)
@@ -152,7 +174,9 @@ def run(
 
 StateDirOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Where the run store lives (default: $XDG_STATE_HOME/fanout)."),
+    typer.Option(
+        "--state-dir", help="Where the run store lives (default: $XDG_STATE_HOME/fanout)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
 
@@ -174,7 +198,9 @@ def history(
 
 @app.command()
 def show(
-    run_id: Annotated[str | None, typer.Argument(help="Default: the latest run.", show_default=False)] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="Default: the latest run.", show_default=False)
+    ] = None,
     json_output: JsonOpt = False,
     state_dir: StateDirOpt = None,
 ) -> None:

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
-from fanout.errors import InventoryError
+from fanout.errors import FanoutError, InventoryError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut
 from fanout.inventory import Host, Inventory, load_inventory, select_hosts
-from fanout.steps import new_run_id, render_host
+from fanout.steps import Adopt, new_run_id, render_host
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,6 +44,16 @@ class RunOptions:
     state_dir: Path | None = None
     max_parallel: int | None = None
     argv: tuple[str, ...] = ()
+    resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
+    stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What a resumed run continues: the earlier run and, per host, the steps still to do."""
+
+    run_id: str
+    steps: dict[str, tuple[str, ...]]
 
 
 def run_inventory(options: RunOptions, out: TextIO | None = None) -> int:
@@ -57,11 +67,63 @@ def run_inventory(options: RunOptions, out: TextIO | None = None) -> int:
         raise InventoryError(str(options.inventory), None, "", "no host matches the selection")
     state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
-        return asyncio.run(_run(options, inventory, hosts, state_dir, out or sys.stdout))
+        resume = None
+        if options.resume is not None:
+            resume = plan_resume(options.resume, inventory, state_dir)
+            if resume is None:
+                return 0
+            hosts = tuple(h for h in hosts if h.name in resume.steps)
+            if not hosts:
+                _note(f"nothing to resume in run {resume.run_id} for the selected hosts")
+                return 0
+        return asyncio.run(_run(options, inventory, hosts, state_dir, out or sys.stdout, resume))
+
+
+def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | None:
+    """The run to continue and its unfinished steps that this inventory still names.
+
+    ``wanted`` is a run id or "latest" (the latest run of this inventory, if it did
+    not fully succeed). Returns None, after saying why, when there is nothing to do.
+    Raises FanoutError for an unknown run id.
+    """
+    from fanout.store import open_store
+
+    with open_store(state_dir) as store:
+        if wanted == "latest":
+            run = store.latest_unfinished_run(inventory.path)
+            if run is None:
+                _note(
+                    f"nothing to resume: the latest run of {inventory.path} succeeded (or none ran)"
+                )
+                return None
+            run_id = run.run_id
+        else:
+            detail = store.run_detail(wanted)
+            if detail is None:
+                raise FanoutError(f"no run {wanted!r} in the run store of {state_dir}")
+            run_id, run = wanted, detail.run
+        todo = store.resume_plan(run_id)
+    if run.inventory_sha256 and run.inventory_sha256 != inventory.sha256:
+        _note(f"{inventory.path} changed since run {run_id}: resuming only what it still names")
+    hosts = {h.name: h for h in inventory.hosts}
+    steps = {
+        name: kept
+        for name, records in todo.items()
+        if name in hosts and (kept := tuple(s.step for s in records if s.step in hosts[name].steps))
+    }
+    if not steps:
+        _note(f"nothing to resume in run {run_id}")
+        return None
+    return Resume(run_id, steps)
 
 
 async def _run(
-    options: RunOptions, inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path, out: TextIO
+    options: RunOptions,
+    inventory: Inventory,
+    hosts: tuple[Host, ...],
+    state_dir: Path,
+    out: TextIO,
+    resume: Resume | None,
 ) -> int:
     from fanout.logs import LogSink
     from fanout.paths import run_log_dir, step_log_path
@@ -72,7 +134,16 @@ async def _run(
 
     run_id = new_run_id()
     token = CancelToken()
-    targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
+    if resume is None:
+        targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
+    else:
+        adopt = Adopt(
+            resume.run_id, stop=options.stop_running, grace=inventory.settings.cancel_grace
+        )
+        targets = [
+            Target(h, render_host(inventory, h, run_id, only=resume.steps[h.name], adopt=adopt))
+            for h in hosts
+        ]
     state = RunState()
     console = None if options.batch else _live_console(options, out)
     with open_store(state_dir) as store, LogSink(state_dir) as logs, _signals_fire(token):
@@ -81,6 +152,7 @@ async def _run(
             inventory_path=str(inventory.path.resolve()),
             inventory_sha256=inventory.sha256,
             argv=list(options.argv),
+            resumed_from=resume.run_id if resume else None,
             log_path=lambda host, step: str(step_log_path(state_dir, run_id, host, step)),
         )
         view = None
@@ -141,6 +213,10 @@ async def _run(
         _warn(f"run store incomplete: {store.write_error}")
     out.flush()
     return exit_code
+
+
+def _note(message: str) -> None:
+    print(f"fanout: {message}", file=sys.stderr)
 
 
 def _warn(message: str) -> None:
