@@ -7,6 +7,7 @@ and only here, always as one line, never as a traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -134,8 +135,6 @@ def run(
         str | None,
         typer.Option(
             "--resume",
-            is_flag=False,
-            flag_value="latest",
             metavar="[RUN_ID]",
             help="Run only the steps that did not succeed in RUN_ID "
             "(default: the latest run of this inventory, if it did not fully succeed).",
@@ -210,6 +209,26 @@ def show(
     print(guarded(lambda: show_text(run_id, json_output, state_dir)), end="")
 
 
+_RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}|latest")
+
+
+def optional_resume_value(argv: list[str]) -> list[str]:
+    """Let ``--resume`` stand alone, meaning ``--resume latest``.
+
+    Typer has no options with an optional value, so a bare ``--resume`` (one not
+    followed by a run id) gets the value ``latest`` before parsing: in
+    ``fanout run --resume nightly.yaml`` the inventory is never taken for a run id.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--resume":
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            if not _RUN_ID.fullmatch(following):
+                out.append("latest")
+    return out
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=optional_resume_value(sys.argv[1:]), prog_name="fanout")

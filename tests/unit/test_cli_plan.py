@@ -109,3 +109,29 @@ def test_help_does_not_import_ssh() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.stderr.strip() == "False"
+
+
+def test_bare_resume_means_latest_and_never_eats_the_inventory() -> None:
+    """`--resume` alone means the latest failed run; a run id after it is taken as its value."""
+    from fanout.cli import optional_resume_value
+
+    assert optional_resume_value(["run", "--resume", "n.yaml"]) == [
+        "run",
+        "--resume",
+        "latest",
+        "n.yaml",
+    ]
+    assert optional_resume_value(["run", "n.yaml", "--resume"]) == [
+        "run",
+        "n.yaml",
+        "--resume",
+        "latest",
+    ]
+    rid = "20261123T171435Z-3f9a"
+    assert optional_resume_value(["run", "n.yaml", "--resume", rid]) == [
+        "run",
+        "n.yaml",
+        "--resume",
+        rid,
+    ]
+    assert optional_resume_value(["run", "n.yaml"]) == ["run", "n.yaml"]
