@@ -39,7 +39,7 @@ from fanout.events import (
     Stream,
 )
 from fanout.state import RunState
-from fanout.ui.live import Prompt, render
+from fanout.ui.live_render import Prompt, render
 
 RUN_ID = "20261123T171435Z-3f9a"
 STEPS = ("full", "archivelog", "controlfile")

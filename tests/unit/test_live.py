@@ -19,21 +19,17 @@ from fanout import runner
 from fanout.cancel import CancelToken
 from fanout.events import CancelReason, Event, HostStatus, StepStatus
 from fanout.state import RunState
-from fanout.ui import live
-from fanout.ui.live import (
+from fanout.ui import live, live_render
+from fanout.ui.live import Command, CommandKind, LineEditor, LiveView, parse_command
+from fanout.ui.live_render import (
     ASCII,
     CANCELLING,
     FORCING,
     HELP,
     HINT,
     UNICODE,
-    Command,
-    CommandKind,
-    LineEditor,
-    LiveView,
     Prompt,
     Symbols,
-    parse_command,
     render,
     short_cause,
 )
@@ -52,7 +48,7 @@ class FakeClock:
 
 
 def spinner_at(now: float) -> str:
-    return UNICODE.spinner[int(now * live.SPIN_HZ) % len(UNICODE.spinner)]
+    return UNICODE.spinner[int(now * live_render.SPIN_HZ) % len(UNICODE.spinner)]
 
 
 def text_of(
@@ -348,7 +344,7 @@ def test_without_keyboard_there_is_no_command_line() -> None:
     """stdin not a terminal: no prompt line, and the hint says only Ctrl-C works."""
     clock = FakeClock()
     lines = text_of(five_hosts(clock), clock.now, prompt=Prompt(keyboard=False)).splitlines()
-    assert lines[-1] == live.HINT_NO_KEYBOARD
+    assert lines[-1] == live_render.HINT_NO_KEYBOARD
 
 
 def test_before_run_started_the_view_shows_the_run_id() -> None:
