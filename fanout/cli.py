@@ -209,6 +209,50 @@ def show(
     print(guarded(lambda: show_text(run_id, json_output, state_dir)), end="")
 
 
+@app.command()
+def demo(
+    hosts: Annotated[
+        int | None,
+        typer.Option(
+            "--hosts",
+            min=1,
+            max=2000,
+            help="Generate this many hosts (default: those of inventory.example.yaml).",
+            show_default=False,
+        ),
+    ] = None,
+    failures: Annotated[
+        int, typer.Option("--failures", min=0, help="Hosts given a scripted problem.")
+    ] = 2,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.01, help="Simulated seconds per real second.")
+    ] = 1.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Inventory, logs and run store (default: a new temporary dir)."
+        ),
+    ] = None,
+    batch: Annotated[
+        bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
+    ] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours.")] = False,
+) -> None:
+    """Run fanout for real against a simulated fleet on 127.0.0.1 (exit codes as `run`)."""
+    from fanout.sim.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        hosts=hosts,
+        failures=failures,
+        speed=speed,
+        state_dir=state_dir,
+        batch=batch or not sys.stdout.isatty(),
+        no_color=no_color,
+        argv=tuple(sys.argv),
+    )
+    raise typer.Exit(guarded(lambda: run_demo(options)))
+
+
 _RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}|latest")
 
 
