@@ -179,7 +179,7 @@ def adoption(host: Host, step: str, adopt: Adopt) -> str:
             f"old={old}; lock={shlex.quote(lock)}; last={shlex.quote(last)}",
             _ALIVE,
             'set -- $(cat "$lock/owner" 2>/dev/null)',
-            f'if [ -n "$1" ] && [ "$3 $4" = "$old" ] && alive "$1"; then {handle}; fi',
+            f'if [ -n "$1" ] && [ "$2 $3" = "$old" ] && alive "$1"; then {handle}; fi',
             f'if [ "$(cat "$last" 2>/dev/null)" = "$old 0" ]; then printf '
             f"'fanout: %s already completed in run %s while fanout was away\\n' {what}; exit 0; fi",
         )
@@ -191,18 +191,21 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
 
     At most one fanout-started rman per ORACLE_SID runs on a host, whatever
     inventory or orchestrator machine started it: ``mkdir`` is atomic on every
-    POSIX filesystem. The lock holds ``<pid> <start> <run_id> <step>``, where pid is
-    the step's shell, the leader of its process group. A held lock whose leader is
-    gone (SIGKILL leaves no time to clean up) is taken over. Otherwise the step exits
-    75 with ``fanout: another backup of SID is running (pid …, started …)`` on
+    POSIX filesystem. The lock holds ``<pid> <run_id> <step>``, where pid is the
+    step's shell, the leader of its process group. A held lock whose leader is gone
+    (SIGKILL leaves no time to clean up) is taken over. Otherwise the step exits 75
+    with ``fanout: another backup of SID is running (pid …, started 1:02:03 ago)`` on
     stderr. On exit the shell writes ``<run_id> <step> <status>`` to the ``.last``
-    file and removes the lock; SIGINT/SIGTERM reach rman (same process group) and
-    the shell cleans up once rman has exited. rman therefore runs as a child, not
-    via ``exec``.
+    file and removes the lock, ignoring further signals while it does; SIGINT/SIGTERM
+    reach rman (same process group) and the shell cleans up once rman has exited.
+    rman therefore runs as a child, not via ``exec``. The uncontended path costs two
+    processes besides rman (``mkdir``, ``rm``): on a fleet of hundreds, every fork
+    counts.
     """
     lock, last = lock_paths(host)
     sid = shlex.quote(host.oracle_sid)
-    held = f"printf 'fanout: another backup of %s is running (pid %s, started %s)\\n' {sid}"
+    held = f"printf 'fanout: another backup of %s is running (pid %s, started %s ago)\\n' {sid}"
+    age = '"$(ps -o etime= -p "$1" 2>/dev/null | tr -d \' \')"'
     racing = f"printf 'fanout: another backup of %s is starting\\n' {sid}"
     busy = f"exit {LOCK_HELD_EXIT}"
     return "; ".join(
@@ -211,10 +214,10 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
             f"tag={shlex.quote(f'{run_id} {step}')}",
             _ALIVE,
             'if ! mkdir "$lock" 2>/dev/null; then set -- $(cat "$lock/owner" 2>/dev/null)',
-            f'if [ -n "$1" ] && alive "$1"; then {held} "$1" "$2" >&2; {busy}; fi',
+            f'if [ -n "$1" ] && alive "$1"; then {held} "$1" {age} >&2; {busy}; fi',
             f'rm -rf "$lock"; mkdir "$lock" 2>/dev/null || {{ {racing} >&2; {busy}; }}; fi',
-            'echo "$$ $(date -u +%Y-%m-%dT%H:%M:%SZ) $tag" >"$lock/owner"',
-            """trap 'st=$?; echo "$tag $st" >"$last"; rm -rf "$lock"' EXIT""",
+            'echo "$$ $tag" >"$lock/owner"',
+            """trap 'st=$?; trap "" INT TERM; echo "$tag $st" >"$last"; rm -rf "$lock"' EXIT""",
             "trap 'exit 130' INT; trap 'exit 143' TERM",
         )
     )
