@@ -16,10 +16,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
@@ -56,8 +57,17 @@ class Resume:
     steps: dict[str, tuple[str, ...]]
 
 
-def run_inventory(options: RunOptions, out: TextIO | None = None) -> int:
-    """Load, lock and run. Returns the exit code. Raises InventoryError, LockHeldError."""
+def run_inventory(
+    options: RunOptions,
+    out: TextIO | None = None,
+    *,
+    serve: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+) -> int:
+    """Load, lock and run. Returns the exit code. Raises InventoryError, LockHeldError.
+
+    ``serve``: entered inside the run's event loop before the engine starts and left after
+    it ends (``fanout demo`` runs its simulated fleet there); ``fanout run`` passes none.
+    """
     from fanout.lock import acquire_run_lock
     from fanout.paths import resolve_state_dir
 
@@ -76,7 +86,19 @@ def run_inventory(options: RunOptions, out: TextIO | None = None) -> int:
             if not hosts:
                 _note(f"nothing to resume in run {resume.run_id} for the selected hosts")
                 return 0
-        return asyncio.run(_run(options, inventory, hosts, state_dir, out or sys.stdout, resume))
+        run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
+        return asyncio.run(run if serve is None else _served(serve, run))
+
+
+async def _served(
+    serve: Callable[[], AbstractAsyncContextManager[object]], run: Coroutine[Any, Any, int]
+) -> int:
+    """``run`` inside ``serve()``; if entering it fails, ``run`` is closed unstarted."""
+    try:
+        async with serve():
+            return await run
+    finally:
+        run.close()  # no-op once awaited
 
 
 def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | None:
@@ -254,15 +276,24 @@ def _now() -> float:
 
 @contextlib.contextmanager
 def _signals_fire(token: CancelToken) -> Iterator[None]:
-    """SIGINT and SIGTERM fire the token (a second one forces) for the duration of the run."""
+    """SIGINT and SIGTERM fire the token (a second one forces) for the duration of the run.
+
+    Afterwards they are ignored until the event loop closes: the run is over and its exit
+    code decided, so one arriving while the summary prints changes nothing (it used to raise
+    KeyboardInterrupt there and turn a successful run's exit 0 into 130).
+    """
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, token.cancel, CancelReason.SIGINT)
     loop.add_signal_handler(signal.SIGTERM, token.cancel, CancelReason.SIGTERM)
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, _after_the_run)  # replaces token.cancel
+        loop.add_signal_handler(signal.SIGTERM, _after_the_run)
+
+
+def _after_the_run() -> None:
+    """A signal once the run has ended: nothing left to cancel (asyncio.run's close removes it)."""
 
 
 @contextlib.contextmanager

@@ -31,6 +31,9 @@ Keys (all optional):
     seconds      float, run time of ok/fail/slow (default 0.2; 60 for slow)
     error        list of lines under ``RMAN-03009`` (default ORA-19809 / ORA-19804)
     fail_status  int, exit status of ``fail`` (default 1)
+    fail_times   int, the first N invocations of this SID and step kind (start records already in
+                 invocations.jsonl) behave as ``fail``, later ones as configured (default 0):
+                 a step that fails once, then succeeds when retried
     die_with     "exit" (``os._exit(1)``, default) | "kill" (SIGKILL itself: 137 through a shell)
     flood_mb     float, MB printed by ``flood`` (default 5)
     ignore       list of signal names ignored on top of the behaviour, e.g. ["SIGINT"]
@@ -60,13 +63,17 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+
+# Every step of every test starts this script: its imports are most of its CPU time, so
+# typing, dataclasses and subprocess (~25 ms together) stay out of the common path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
 
 BEHAVIOURS = (
     "ok",
@@ -86,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "ORA-19804: cannot reclaim 67108864 bytes disk space from 4781506560 limit",
     ],
     "fail_status": 1,
+    "fail_times": 0,
     "die_with": "exit",
     "flood_mb": 5.0,
     "ignore": [],
@@ -129,15 +137,17 @@ class Died(BaseException):
     """Raised by the ``die`` behaviour after its partial line."""
 
 
-@dataclass
 class Run:
-    home: str
-    sid: str
-    script: str
-    kind: str
-    cfg: dict[str, Any]
-    child: subprocess.Popen[bytes] | None = None
-    deadline: float = 0.0
+    """One invocation: where it runs, what it was asked, how it is configured."""
+
+    def __init__(self, home: str, sid: str, script: str, kind: str, cfg: dict[str, Any]) -> None:
+        self.home = home
+        self.sid = sid
+        self.script = script
+        self.kind = kind
+        self.cfg = cfg
+        self.child: subprocess.Popen[bytes] | None = None
+        self.deadline = 0.0
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -431,6 +441,24 @@ def behave(run: Run) -> tuple[int, str]:
 # -- process plumbing ---------------------------------------------------------------------------
 
 
+def prior_starts(home: str, sid: str, kind: str) -> int:
+    """How many start records of ``sid`` and step ``kind`` invocations.jsonl already holds."""
+    try:
+        with open(os.path.join(home, "invocations.jsonl"), encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    count = 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (record.get("event"), record.get("sid"), record.get("step")) == ("start", sid, kind):
+            count += 1
+    return count
+
+
 def append_record(home: str, record: dict[str, Any]) -> None:
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     fd = os.open(
@@ -517,9 +545,13 @@ def main() -> int:
         script = sys.stdin.read()
         kind = detect_kind(script)
         cfg = load_config(home, record["sid"], kind)
+        if int(cfg["fail_times"]) > prior_starts(home, record["sid"], kind):
+            cfg["behaviour"] = "fail"
         run = Run(home=home, sid=record["sid"], script=script, kind=kind, cfg=cfg)
         run.deadline = time.monotonic() + float(cfg["max_seconds"])
         if cfg["child"]:
+            import subprocess
+
             run.child = subprocess.Popen(
                 [sys.executable, "-c", CHILD_CODE, str(cfg["max_seconds"]), "rman-double-channel"],
                 stdin=subprocess.DEVNULL,

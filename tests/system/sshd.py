@@ -1,6 +1,9 @@
 """Real-component test helpers: a private OpenSSH sshd on 127.0.0.1 and the RMAN double behind it.
 
-- ``start_sshd(workdir)`` / ``stop_sshd(server, proc)``: the session fixture's engine (conftest.py).
+- ``open_remote_side()`` / ``close_remote_side``: the "database host" side, shared by every test:
+  the login user and a world-traversable directory for the ORACLE_HOMEs (see ``RemoteSide``).
+- ``start_sshd(workdir, remote)`` / ``stop_sshd(server, proc)``: the session fixture's engine
+  (conftest.py).
 - ``SshdServer``: where the server listens and how to reach it (``ssh_argv``, ``ssh``).
 - ``install_double``, ``configure_double``, ``read_invocations``: the RMAN double under an
   ORACLE_HOME (tests/remote/rman_double.py documents double.json and the records).
@@ -8,6 +11,8 @@
   double's process group, read from /proc without trusting fanout; ``kill_remote_processes``.
 - ``rman_command``, ``rman_script``: the remote command and stdin fanout sends (notes §1).
 - ``write_inventory``: a fanout inventory YAML pointing every host at the private sshd.
+- ``fanout_argv``, ``fanout_env``, ``run_fanout``, ``json_events``, ``wait_with_usage``: the real
+  CLI as a subprocess (``python -m fanout`` from this checkout), as cron would start it.
 - ``wait_until``: the bounded poll every test waits with.
 """
 
@@ -26,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +47,8 @@ SSHD = Path("/usr/sbin/sshd")
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 PRIVSEP_DIR = Path("/run/sshd")
+TEST_USER = "fanout-test"  # the remote login when the tests run as root
+SYSTEM_PYTHON = "/usr/bin/python3"
 DOUBLE_SOURCE = Path(__file__).resolve().parents[1] / "remote" / "rman_double.py"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -150,12 +158,21 @@ class Background:
     process never outlives the test.
     """
 
-    def __init__(self, argv: Sequence[str], stdin: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        stdin: str | None = None,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
         )
         self._out: list[bytes] = []
         self._err: list[bytes] = []
@@ -201,6 +218,17 @@ class Background:
             thread.join(timeout)
         return status, self.stdout, self.stderr
 
+    def finish_with_usage(self, timeout: float = 10.0) -> tuple[int, str, str, Any]:
+        """``finish``, plus the process's own ``resource.struct_rusage`` (``ru_maxrss``: KiB)."""
+        status, usage = wait_with_usage(self.proc, timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return status, self.stdout, self.stderr, usage
+
+    def events(self) -> list[dict[str, Any]]:
+        """stdout so far as ``--json`` events (complete lines only)."""
+        return json_events(self.stdout)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -216,6 +244,143 @@ class Background:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- the remote side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSide:
+    """What the "database host" looks like to the tests: who logs in and where ORACLE_HOMEs live.
+
+    Running as root, the tests log in as ``TEST_USER`` (a system user with ``/bin/sh`` as its
+    login shell, like an ``oracle`` account): root's login shell may source a heavy ~/.bashrc on
+    every SSH session, and OpenSSH 7.9-9.9 refuse the RFC 4254 signal request for root. Running
+    as anyone else, the tests log in as themselves.
+
+    ``root`` is a 0755 directory under the system temp dir (pytest's tmp_path sits under a 0700
+    directory the login user cannot enter); every ORACLE_HOME is created below it, owned by the
+    login user so the double can append its records. ``interpreter`` is the double's shebang: a
+    Python the login user can execute, started isolated (``-IS``: the double is stdlib only).
+    ``authorized_keys`` lives here too, since sshd reads it as the login user.
+    """
+
+    user: str
+    uid: int
+    gid: int
+    root: Path
+    interpreter: str
+
+    def new_oracle_home(self, label: str = "oh") -> Path:
+        """A fresh ORACLE_HOME with the double installed (see ``install_double``)."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:40] or "oh"
+        parent = Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=self.root))
+        parent.chmod(0o755)
+        return install_double(parent / "oracle_home", self.interpreter, (self.uid, self.gid))
+
+    def remove_oracle_home(self, oracle_home: Path) -> None:
+        """Delete an ORACLE_HOME made by ``new_oracle_home`` (and its parent)."""
+        if oracle_home.parent.parent == self.root:
+            shutil.rmtree(oracle_home.parent, ignore_errors=True)
+
+
+def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
+    """The system user ``name``, created (login shell /bin/sh, not locked) if missing.
+
+    Idempotent. The password field is ``*`` (no password, not locked): sshd without PAM refuses
+    every login, keys included, for an account whose password field starts with ``!``.
+    Raises RuntimeError if the user cannot be created (e.g. useradd is missing).
+    """
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        argv = [useradd, "--system", "--create-home", "--shell", "/bin/sh", "--password", "*"]
+        result = subprocess.run(
+            [*argv, name], capture_output=True, text=True, timeout=30, check=False
+        )
+        if result.returncode not in (0, 9):  # 9: created meanwhile by a parallel session
+            raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}") from None
+    _unlock(name)
+    return pwd.getpwnam(name)
+
+
+def _unlock(name: str) -> None:
+    """Set the password field to ``*`` if it is locked (``!...``) in /etc/shadow."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/shadow").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == name and fields[1:2] and fields[1].startswith("!"):
+                usermod = shutil.which("usermod") or "/usr/sbin/usermod"
+                subprocess.run(
+                    [usermod, "--password", "*", name], capture_output=True, timeout=30, check=True
+                )
+
+
+def _runs_as(entry: pwd.struct_passwd, argv: Sequence[str]) -> bool:
+    """Whether ``argv`` exits 0 when run as ``entry`` (no supplementary groups)."""
+    try:
+        if entry.pw_uid == os.geteuid():
+            result = subprocess.run(list(argv), capture_output=True, timeout=30, check=False)
+        else:
+            result = subprocess.run(
+                list(argv),
+                capture_output=True,
+                timeout=30,
+                check=False,
+                cwd="/",
+                user=entry.pw_uid,
+                group=entry.pw_gid,
+                extra_groups=[],
+            )
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
+def double_interpreter(entry: pwd.struct_passwd) -> str:
+    """The double's shebang interpreter: the first Python ``entry`` can run, with ``-IS``.
+
+    /usr/bin/python3 first, then the interpreter behind this venv, then this very interpreter.
+    Raises RuntimeError if the login user can run none of them (install Debian's python3).
+    """
+    candidates = [SYSTEM_PYTHON, os.path.realpath(sys.executable), sys.executable]
+    for candidate in dict.fromkeys(candidates):
+        if os.access(candidate, os.X_OK) and _runs_as(entry, [candidate, "-IS", "-c", "pass"]):
+            return f"{candidate} -IS"
+    raise RuntimeError(
+        f"user {entry.pw_name} can execute none of {candidates}: the RMAN double needs a Python"
+        " it can run (install python3)"
+    )
+
+
+def open_remote_side() -> RemoteSide:
+    """Pick the login user (creating TEST_USER when root), its interpreter and the ORACLE_HOME
+    base directory. Undo with ``close_remote_side``. Raises RuntimeError (see the helpers)."""
+    entry = ensure_test_user() if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    interpreter = double_interpreter(entry)
+    root = Path(tempfile.mkdtemp(prefix="fanout-remote-"))
+    try:
+        root.chmod(0o755)
+        probe = root / "probe"
+        probe.write_text("")
+        python = interpreter.split()[0]
+        code = "import sys; open(sys.argv[1]).close()"
+        if not _runs_as(entry, [python, "-IS", "-c", code, str(probe)]):
+            raise RuntimeError(
+                f"user {entry.pw_name} cannot read {probe}: point TMPDIR at a directory"
+                " every user can enter"
+            )
+        probe.unlink()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return RemoteSide(entry.pw_name, entry.pw_uid, entry.pw_gid, root, interpreter)
+
+
+def close_remote_side(remote: RemoteSide) -> None:
+    """Remove the ORACLE_HOME base directory (the login user stays, for the next session)."""
+    shutil.rmtree(remote.root, ignore_errors=True)
 
 
 # -- the private sshd ---------------------------------------------------------------------------
@@ -236,8 +401,27 @@ class SshdServer:
     host: str = "127.0.0.1"
 
     def session_pids(self) -> list[int]:
-        """Per-connection sshd processes: the listener's live children."""
-        return [p.pid for p in live_processes() if p.ppid == self.pid]
+        """One sshd process per connection: the one holding its socket, parent of its commands.
+
+        For a non-root login that is ``sshd: user@notty``, the child of the listener's child
+        ``sshd: user [priv]`` (the privileged monitor); for a root login (no post-auth privilege
+        separation) it is the listener's child itself; during the handshake, the pre-auth child.
+        SIGKILL to it drops the connection at once; the commands it started live on.
+        """
+        procs = live_processes()
+        children: dict[int, list[ProcInfo]] = {}
+        for proc in procs:
+            children.setdefault(proc.ppid, []).append(proc)
+        found = []
+        for top in children.get(self.pid, []):
+            current = top
+            while True:
+                below = [p for p in children.get(current.pid, []) if p.args.startswith("sshd:")]
+                if len(below) != 1:
+                    break
+                current = below[0]
+            found.append(current.pid)
+        return found
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -314,13 +498,13 @@ def _keygen(path: Path, comment: str) -> None:
     )
 
 
-def _sshd_config(workdir: Path, port: int, version: tuple[int, int]) -> str:
+def _sshd_config(workdir: Path, port: int, version: tuple[int, int], authorized_keys: Path) -> str:
     lines = [
         "ListenAddress 127.0.0.1",
         f"Port {port}",
         f"HostKey {workdir / 'host_ed25519'}",
         f"PidFile {workdir / 'sshd.pid'}",
-        f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
+        f"AuthorizedKeysFile {authorized_keys}",  # read as the login user
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
@@ -344,8 +528,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_sshd(workdir: Path) -> tuple[SshdServer, subprocess.Popen[bytes]]:
-    """Generate keys and config under ``workdir`` and start sshd on a free 127.0.0.1 port.
+def start_sshd(workdir: Path, remote: RemoteSide) -> tuple[SshdServer, subprocess.Popen[bytes]]:
+    """Generate keys and config under ``workdir`` and start sshd on a free 127.0.0.1 port,
+    accepting the client key for ``remote.user`` (authorized_keys under ``remote.root``).
 
     Returns once sshd logs that it listens and the port answers with an SSH banner. Raises
     RuntimeError with the sshd log if it exits or does not listen within START_TIMEOUT.
@@ -354,7 +539,9 @@ def start_sshd(workdir: Path) -> tuple[SshdServer, subprocess.Popen[bytes]]:
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     _keygen(workdir / "host_ed25519", "fanout-test-host")
     _keygen(workdir / "client_ed25519", "fanout-test-client")
-    shutil.copyfile(workdir / "client_ed25519.pub", workdir / "authorized_keys")
+    authorized_keys = remote.root / "authorized_keys"
+    shutil.copyfile(workdir / "client_ed25519.pub", authorized_keys)
+    authorized_keys.chmod(0o644)
     host_key = (workdir / "host_ed25519.pub").read_text().split()
     ssh_config = workdir / "ssh_config"
     ssh_config.write_text("")
@@ -364,7 +551,7 @@ def start_sshd(workdir: Path) -> tuple[SshdServer, subprocess.Popen[bytes]]:
     for _attempt in range(3):  # another process may grab the free port before sshd binds it
         port = _free_port()
         config_path = workdir / "sshd_config"
-        config_path.write_text(_sshd_config(workdir, port, version))
+        config_path.write_text(_sshd_config(workdir, port, version, authorized_keys))
         (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
@@ -377,7 +564,7 @@ def start_sshd(workdir: Path) -> tuple[SshdServer, subprocess.Popen[bytes]]:
             )
         server = SshdServer(
             port=port,
-            user=pwd.getpwuid(os.getuid()).pw_name,
+            user=remote.user,
             client_key=workdir / "client_ed25519",
             known_hosts=workdir / "known_hosts",
             pid=proc.pid,
@@ -439,16 +626,23 @@ def stop_sshd(server: SshdServer, proc: subprocess.Popen[bytes]) -> None:
 # -- the RMAN double ----------------------------------------------------------------------------
 
 
-def install_double(oracle_home: Path) -> Path:
-    """Create ``oracle_home`` with bin/rman = the double (shebang: this interpreter), an empty
-    double.json (every SID ``ok``) and no invocations yet. Returns ``oracle_home``."""
-    (oracle_home / "bin").mkdir(parents=True, exist_ok=True)
+def install_double(
+    oracle_home: Path, interpreter: str | None = None, owner: tuple[int, int] | None = None
+) -> Path:
+    """Create ``oracle_home`` with bin/rman = the double (shebang: ``interpreter``, default this
+    one), an empty double.json (every SID ``ok``) and no invocations yet. ``owner`` (uid, gid)
+    gets ``oracle_home`` itself, so the double running as that user can append its records.
+    Returns ``oracle_home``."""
+    (oracle_home / "bin").mkdir(mode=0o755, parents=True, exist_ok=True)
+    oracle_home.chmod(0o755)
     rman = oracle_home / "bin" / "rman"
     source = DOUBLE_SOURCE.read_text()
-    rman.write_text(f"#!{sys.executable}\n{source}")
+    rman.write_text(f"#!{interpreter or sys.executable}\n{source}")
     rman.chmod(0o755)
     configure_double(oracle_home, {})
     (oracle_home / "invocations.jsonl").unlink(missing_ok=True)
+    if owner is not None and owner != (os.geteuid(), os.getegid()):
+        os.chown(oracle_home, *owner)
     return oracle_home
 
 
@@ -456,6 +650,7 @@ def configure_double(oracle_home: Path, config: Mapping[str, Any]) -> None:
     """Write double.json atomically (the double re-reads it at every invocation)."""
     tmp = oracle_home / "double.json.tmp"
     tmp.write_text(json.dumps(config, indent=2))
+    tmp.chmod(0o644)  # the double reads it as the login user
     tmp.replace(oracle_home / "double.json")
 
 
@@ -553,14 +748,17 @@ def write_inventory(
     settings: Mapping[str, Any] | None = None,
     *,
     filename: str = "inventory.yaml",
+    step_defs: Mapping[str, Mapping[str, Any]] | None = None,
     **defaults: Any,
 ) -> Path:
     """Write a fanout inventory whose hosts all reach the private sshd; return its path.
 
     ``hosts``: mappings with ``sid`` (or ``oracle_sid``) and optionally ``name`` (default: the sid
     in lower case), ``priority`` (default: position + 1), ``address`` and any other host key
-    (``steps``, ``tags``...), passed through. ``settings`` and ``defaults`` override the test
-    defaults below; numbers given for durations become ``"<n>s"``.
+    (``steps``, ``tags``...), passed through. ``step_defs`` becomes the top-level ``steps``
+    section (custom or overridden steps). ``settings`` and ``defaults`` override the test
+    defaults below; numbers given for durations become ``"<n>s"``. The per-database lock goes
+    in ``oracle_home`` (writable by the login user), so tests never share locks with other runs.
     """
     doc_settings = {"max_parallel": 8, "cancel_grace": "5s", "state_dir": str(tmp_path / "state")}
     doc_settings.update(settings or {})
@@ -568,6 +766,7 @@ def write_inventory(
         "user": sshd.user,
         "port": sshd.port,
         "oracle_home": str(oracle_home),
+        "lock_dir": str(oracle_home),  # per test: /tmp is shared with every other run on the box
         "identity_file": str(sshd.client_key),
         "known_hosts": str(sshd.known_hosts),
         "ssh_config": str(sshd.ssh_config),
@@ -591,11 +790,89 @@ def write_inventory(
             **extra,
         }
         doc_hosts.append({k: _duration(k, v) for k, v in entry.items()})
-    document = {
+    document: dict[str, Any] = {
         "settings": {k: _duration(k, v) for k, v in doc_settings.items()},
         "defaults": {k: _duration(k, v) for k, v in doc_defaults.items()},
-        "hosts": doc_hosts,
     }
+    if step_defs:
+        document["steps"] = {
+            name: {k: _duration(k, v) for k, v in step.items()} for name, step in step_defs.items()
+        }
+    document["hosts"] = doc_hosts
     path = tmp_path / filename
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+# -- fanout as a subprocess -----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+_ENV_DROPPED = (
+    "SSH_AUTH_SOCK",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "TTY_INTERACTIVE",
+    "TTY_COMPATIBLE",
+    # With it, stdout is a raw FileIO under a write-through TextIOWrapper, which silently drops
+    # the rest of a write that a signal cut short (CPython); cron does not set it.
+    "PYTHONUNBUFFERED",
+)
+
+
+def fanout_argv(*args: str | Path) -> list[str]:
+    """``python -m fanout ARGS`` with this interpreter (run it with ``cwd=REPO``)."""
+    return [sys.executable, "-m", "fanout", *(str(arg) for arg in args)]
+
+
+def fanout_env(home: Path) -> dict[str, str]:
+    """The environment of a fanout subprocess: this one, with HOME (and so ~/.ssh) and
+    XDG_STATE_HOME under ``home``, no SSH agent, no colour overrides, no PYTHONUNBUFFERED,
+    TERM=dumb, and this checkout first on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROPPED}
+    env.update(
+        HOME=str(home),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        TERM="dumb",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def run_fanout(
+    home: Path, *args: str | Path, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``fanout ARGS`` to completion like cron would (stdin /dev/null), bounded by
+    ``timeout`` (subprocess.TimeoutExpired; the process is killed)."""
+    return subprocess.run(
+        fanout_argv(*args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+        env=fanout_env(home),
+    )
+
+
+def json_events(stdout: str) -> list[dict[str, Any]]:
+    """The complete lines of ``fanout run --json`` output, parsed."""
+    lines = stdout.split("\n")[:-1]  # the last piece is empty or still being written
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def wait_with_usage(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, Any]:
+    """Reap ``proc`` with wait4: (exit status, its ``resource.struct_rusage``).
+
+    Polls every 20 ms; raises subprocess.TimeoutExpired after ``timeout`` (the process keeps
+    running: the caller's context manager kills it).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.02)

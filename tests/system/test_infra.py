@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from tests.remote import rman_double
 from tests.system.sshd import (
+    TEST_USER,
     Background,
     ProcInfo,
     SshdServer,
@@ -305,12 +307,25 @@ def test_flood_arrives_whole(sshd: SshdServer, oracle_home: Path) -> None:
     assert result.stdout.endswith("Recovery Manager complete.\n")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal concerns root logins")
-async def test_ssh_signal_request_is_refused_for_root(sshd: SshdServer, oracle_home: Path) -> None:
-    """sshd 7.9-9.x refuses the RFC 4254 "signal" request for root: the double keeps running."""
-    if sshd_version() >= (10, 0):
-        pytest.skip("OpenSSH 10 delivers signals to root sessions")
-    configure_double(oracle_home, {"*": {"behaviour": "hang"}})
+def test_remote_login_is_not_root_and_uses_sh(sshd: SshdServer) -> None:
+    """The remote login is never root (fanout-test when the tests run as root) and runs /bin/sh."""
+    result = sshd.ssh('id -u; id -un; echo "$0"')
+    assert result.returncode == 0, result.stderr
+    uid, user, shell = result.stdout.split()
+    assert int(uid) != 0
+    assert user == sshd.user == (TEST_USER if os.geteuid() == 0 else user)
+    if os.geteuid() == 0:
+        assert pwd.getpwnam(user).pw_shell == "/bin/sh"
+        assert shell in ("sh", "/bin/sh")
+
+
+async def test_ssh_signal_request_reaches_the_process_group(
+    sshd: SshdServer, oracle_home: Path
+) -> None:
+    """For this non-root login sshd (7.9+) delivers the RFC 4254 "signal" request to the group."""
+    if sshd_version() < (7, 9):
+        pytest.skip("OpenSSH before 7.9 ignores the signal request")
+    configure_double(oracle_home, {"*": {"behaviour": "hang", "child": True}})
     async with asyncssh.connect(
         sshd.host,
         port=sshd.port,
@@ -325,15 +340,13 @@ async def test_ssh_signal_request_is_refused_for_root(sshd: SshdServer, oracle_h
         process.stdin.write_eof()
         (record,) = await asyncio.to_thread(started, oracle_home)
         process.send_signal("INT")
-        await asyncio.to_thread(
-            wait_until,
-            lambda: "session signalling requires privilege separation" in sshd.log(),
-            10.0,
-        )
-        assert is_alive(record["pid"])
-        process.kill()  # refused as well
-        process.close()
-    kill_remote_processes(oracle_home)
+        end = await asyncio.to_thread(ended, oracle_home, record["pid"])
+        await asyncio.wait_for(process.wait_closed(), 10)
+    assert end["ended"] == "SIGINT"
+    assert "session signalling requires privilege separation" not in sshd.log()
+    await asyncio.to_thread(
+        wait_until, lambda: not remote_processes(oracle_home), 10.0, 0.02, "group gone"
+    )
 
 
 def test_double_config_layers_star_sid_and_step(oracle_home: Path) -> None:

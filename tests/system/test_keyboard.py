@@ -1,0 +1,142 @@
+"""`q` / `quit` + Enter typed into the terminal running `fanout run` (no --batch) cancels the run:
+exit 130, nothing left on the remote side, the terminal's settings exactly as before.
+
+Both keyboard paths: the plain lines of a terminal that cannot draw the table (TERM=dumb, the
+runner's own line reader) and the live table (its command line; tests/system/test_live_pty.py
+covers `q` and Ctrl-C there, this file adds `quit`)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import struct
+import subprocess
+import termios
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system.sshd import (
+    REPO,
+    SshdServer,
+    configure_double,
+    fanout_argv,
+    fanout_env,
+    read_invocations,
+    remote_processes,
+    wait_until,
+    write_inventory,
+)
+
+pytestmark = pytest.mark.system
+
+
+class Pty:
+    """A process with a new pseudo-terminal as controlling terminal and stdin/stdout/stderr.
+
+    A thread drains the master side, so the process never blocks on a full pty buffer.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        self.before = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_take_controlling_tty,
+        )
+        self._chunks: list[bytes] = []
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._chunks.append(chunk)
+
+    @property
+    def output(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._stop.set()
+        self._reader.join(5)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def _take_controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@contextlib.contextmanager
+def fanout_in_a_pty(tmp_path: Path, inventory: Path, term: str) -> Iterator[Pty]:
+    env = fanout_env(tmp_path / "home") | {"TERM": term, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    for name in ("COLUMNS", "LINES"):
+        env.pop(name, None)
+    pty = Pty(fanout_argv("run", inventory), env)
+    try:
+        yield pty
+    finally:
+        pty.close()
+
+
+@pytest.mark.parametrize(
+    ("term", "typed"),
+    [("dumb", b"q\r"), ("dumb", b"quit\r"), ("xterm-256color", b"quit\r")],
+    ids=["plain-q", "plain-quit", "live-quit"],
+)
+def test_typing_q_or_quit_cancels_with_130_and_leaves_no_trace(
+    sshd: SshdServer, oracle_home: Path, tmp_path: Path, term: str, typed: bytes
+) -> None:
+    """q/quit + Enter cancels: exit 130, nothing remote, the tty's settings as before the run."""
+    configure_double(oracle_home, {"*": {"behaviour": "hang", "child": True}})
+    inventory = write_inventory(tmp_path, sshd, oracle_home, [{"sid": "ERP"}, {"sid": "CRM"}])
+
+    with fanout_in_a_pty(tmp_path, inventory, term) as pty:
+        wait_until(
+            lambda: len([r for r in read_invocations(oracle_home) if r["event"] == "start"]) == 2,
+            timeout=30,
+            what="both rman doubles started",
+        )
+        pty.type(typed)
+        status = pty.proc.wait(30)
+        output = pty.output
+        after = termios.tcgetattr(pty.slave)
+        blocking = os.get_blocking(pty.slave)
+
+    assert status == 130, output[-3000:]
+    assert remote_processes(oracle_home) == []
+    ends = [r["ended"] for r in read_invocations(oracle_home) if r["event"] == "end"]
+    assert ends == ["SIGINT", "SIGINT"]
+    assert after == pty.before
+    assert blocking
+    if term == "dumb":
+        assert "cancel requested by the operator" in output
+        assert "Exit:      130" in output
