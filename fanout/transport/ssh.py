@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import asyncssh
 
@@ -67,6 +67,38 @@ QUEUE_LINES: Final = 128  # lines buffered between the readers and lines() (back
 _PREAMBLE_MAX: Final = 64 * 1024  # stdout a login shell may print before the pgid line
 _POLL: Final = 0.2  # seconds between checks that an orphaned group has gone
 _MARKER_RE: Final = re.compile(rb"fanout-pgid=([0-9]+)")
+
+
+def _bound_receive_buffering() -> None:
+    """Make a paused asyncssh channel stop asking for more data than it can hold.
+
+    asyncssh (up to 2.24 at least) debits a channel's receive window when data arrives
+    but, when a paused channel resumes, re-grants the *whole* window on the first chunk
+    it delivers, although more chunks still wait in its buffer. A reader slower than the
+    remote writer (a step printing gigabytes while the host is busy) then lets that
+    buffer grow by a window per pause: memory grows with the output. Here, bytes still
+    buffered behind the chunk being delivered count as outstanding, so credit granted
+    plus data held never exceeds the window: memory per channel stays below about twice
+    the window whatever the step prints. Applied once, at import.
+    """
+    channel_class = cast(Any, asyncssh.channel.SSHChannel)
+    deliver = channel_class._deliver_data
+    if getattr(deliver, "fanout_bounded", False):
+        return
+
+    def deliver_counting_buffered(self: Any, data: bytes, datatype: int | None) -> None:
+        buffered = sum(len(chunk) for chunk, _ in self._recv_buf)
+        self._recv_window += buffered  # asyncssh re-grants up to the full window from here
+        try:
+            deliver(self, data, datatype)
+        finally:
+            self._recv_window -= buffered
+
+    deliver_counting_buffered.fanout_bounded = True  # type: ignore[attr-defined]
+    channel_class._deliver_data = deliver_counting_buffered
+
+
+_bound_receive_buffering()
 
 
 def wrap_command(command: str) -> str:

@@ -583,12 +583,6 @@ def test_flood_of_output_reaches_the_log_file_whole(flooded: Flooded) -> None:
     assert last == "cause:    -\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncssh 2.24 flow control: SSHChannel._accept_data debits the receive window on"
-    " arrival, but _deliver_data re-grants the full window on every delivery even while a paused"
-    " channel still buffers data, so _recv_buf grows with the output (RSS ~ +1 MB per MB)",
-)
 def test_flood_of_output_keeps_fanout_memory_bounded(flooded: Flooded) -> None:
     """fanout's peak RSS grows by less than half the output size while ~50 MB stream through."""
     assert flooded.status == 0, flooded.stderr
