@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff")
+    session.install("ruff==0.17.6")  # pinned: formatting must not change under CI
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 

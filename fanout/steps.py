@@ -144,7 +144,7 @@ def lock_paths(host: Host) -> tuple[str, str]:
 # alive PGID: the group leader still runs (a zombie is gone: orphans may wait long for init)
 _ALIVE = (
     'alive() { ps -o pgid= -o args= -p "$1" 2>/dev/null'
-    " | awk -v p=\"$1\" '$1 == p && $NF != \"<defunct>\" { f = 1 } END { exit !f }'; }"
+    ' | awk -v p="$1" \'$1 == p && $NF != "<defunct>" { f = 1 } END { exit !f }\'; }'
 )
 
 
