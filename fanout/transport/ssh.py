@@ -487,7 +487,7 @@ class SshSession:
             ) from exc
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(
-                self.host.name, f"connection to {self.label} lost starting a step: {exc}"
+                self.host.name, f"connection lost to {self.label} starting a step: {exc}"
             ) from exc
         proc = SshProcess(self, cast("asyncssh.SSHClientProcess[bytes]", chan))
         try:
@@ -661,7 +661,7 @@ class SshProcess:
             reason = f"no process group id from {self._session.label} within {timeout:g}s"
             raise ConnectionLost(host, reason) from exc
         except (asyncssh.Error, OSError) as exc:
-            reason = f"connection to {self._session.label} lost starting a step: {exc}"
+            reason = f"connection lost to {self._session.label} starting a step: {exc}"
             raise ConnectionLost(host, reason) from exc
         self._readers.append(
             asyncio.create_task(
@@ -792,7 +792,7 @@ class SshProcess:
         outcome = await self._orphan_cleanup()
         raise ConnectionLost(
             self._session.host.name,
-            f"connection to {self._session.label} lost during the step;"
+            f"connection lost to {self._session.label} during the step;"
             f" remote process group {self._pgid} {outcome}",
         )
 
