@@ -8,21 +8,14 @@ covers `q` and Ctrl-C there, this file adds `quit`)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import select
-import signal
-import struct
-import subprocess
 import termios
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.system.sshd import (
-    REPO,
     SshdServer,
     configure_double,
     fanout_argv,
@@ -32,75 +25,17 @@ from tests.system.sshd import (
     wait_until,
     write_inventory,
 )
+from tests.system.terminal import Terminal
 
 pytestmark = pytest.mark.system
 
 
-class Pty:
-    """A process with a new pseudo-terminal as controlling terminal and stdin/stdout/stderr.
-
-    A thread drains the master side, so the process never blocks on a full pty buffer.
-    """
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.master, self.slave = os.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        self.before = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=self.slave,
-            stdout=self.slave,
-            stderr=self.slave,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_take_controlling_tty,
-        )
-        self._chunks: list[bytes] = []
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self._chunks.append(chunk)
-
-    @property
-    def output(self) -> str:
-        return b"".join(self._chunks).decode(errors="replace")
-
-    def type(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._stop.set()
-        self._reader.join(5)
-        os.close(self.master)
-        os.close(self.slave)
-
-
-def _take_controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 @contextlib.contextmanager
-def fanout_in_a_pty(tmp_path: Path, inventory: Path, term: str) -> Iterator[Pty]:
+def fanout_in_a_pty(tmp_path: Path, inventory: Path, term: str) -> Iterator[Terminal]:
     env = fanout_env(tmp_path / "home") | {"TERM": term, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     for name in ("COLUMNS", "LINES"):
         env.pop(name, None)
-    pty = Pty(fanout_argv("run", inventory), env)
+    pty = Terminal(fanout_argv("run", inventory), env)
     try:
         yield pty
     finally:

@@ -4,16 +4,10 @@ exit 130, and the terminal settings afterwards are exactly those from before."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
-import select
-import signal
-import struct
-import subprocess
 import sys
 import termios
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,71 +20,12 @@ from tests.system.sshd import (
     wait_until,
     write_inventory,
 )
+from tests.system.terminal import Terminal
 
 pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS, COLUMNS = 24, 100
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
-
-
-class Terminal:
-    """``python -m fanout run …`` with a pty as its controlling terminal and stdin/out/err.
-
-    A thread drains the master side so the child never blocks on a full pty buffer;
-    ``screen`` is everything written so far, escape sequences removed.
-    """
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.master, self.slave = os.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-        self.before = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=self.slave,
-            stdout=self.slave,
-            stderr=self.slave,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,  # setsid: the pty can become its controlling terminal
-            preexec_fn=_take_controlling_tty,  # only an ioctl between fork and exec
-        )
-        self._chunks: list[bytes] = []
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                self._chunks.append(chunk)
-
-    @property
-    def screen(self) -> str:
-        return ANSI.sub("", b"".join(self._chunks).decode(errors="replace"))
-
-    def type(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._stop.set()
-        self._reader.join(5)
-        os.close(self.master)
-        os.close(self.slave)
-
-
-def _take_controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @pytest.fixture
@@ -111,7 +46,9 @@ def fanout_in_a_terminal(inventory: Path) -> Iterator[Terminal]:
     }
     for name in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TTY_INTERACTIVE"):
         env.pop(name, None)
-    terminal = Terminal([sys.executable, "-m", "fanout", "run", str(inventory)], env)
+    terminal = Terminal(
+        [sys.executable, "-m", "fanout", "run", str(inventory)], env, rows=ROWS, columns=COLUMNS
+    )
     try:
         yield terminal
     finally:
