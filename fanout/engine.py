@@ -394,14 +394,19 @@ class Engine:
         last_stderr: list[str],
     ) -> None:
         emit = self._sink.emit
+        feed = transcript.feed
         wall = self._wall
         run_id = self.run_id
+        stderr = Stream.STDERR
         try:
-            async for out in proc.lines():
-                transcript.feed(out.text)
-                if out.stream is Stream.STDERR and out.text.strip():
-                    last_stderr[:] = [out.text.strip()]
-                emit(StepOutput(run_id, host, step, out.stream, out.text, wall()))
+            async for batch in proc.batches():
+                at = wall()  # the lines of a batch arrived together
+                for out in batch:
+                    text = out.text
+                    feed(text)
+                    if out.stream is stderr and (stripped := text.strip()):
+                        last_stderr[:] = [stripped]
+                    emit(StepOutput(run_id, host, step, out.stream, text, at))
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
 

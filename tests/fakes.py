@@ -97,6 +97,13 @@ class FakeProcess:
             yield OutputLine(Stream.STDERR, text)
         await asyncio.shield(self._exit)
 
+    async def batches(self) -> AsyncIterator[list[OutputLine]]:
+        if self.b.lines:
+            yield [OutputLine(Stream.STDOUT, text) for text in self.b.lines]
+        if self.b.stderr:
+            yield [OutputLine(Stream.STDERR, text) for text in self.b.stderr]
+        await asyncio.shield(self._exit)
+
     async def signal(self, sig: RemoteSignal) -> None:
         self.signals.append(sig)
         self.journal.add("signal", self.host, self.step, sig.value)

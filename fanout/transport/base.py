@@ -9,7 +9,9 @@ Remote process contract (what every implementation must guarantee):
   writes ``stdin`` (if any) and closes it, and returns once the process group id
   is known, so that ``signal`` can always reach the whole group.
 * ``RemoteProcess.lines`` yields output line by line as it arrives (never the
-  whole output in memory) and ends when both streams reach EOF.
+  whole output in memory) and ends when both streams reach EOF; ``batches``
+  yields the same lines as non-empty lists, as they were read together (the
+  engine's path: no per-line hand-over). A process is read through one of them.
 * ``RemoteProcess.signal`` delivers a signal to the whole remote process group.
 * ``RemoteProcess.wait`` returns the exit status (``128 + n`` when killed by
   signal ``n``). If the connection dies first, it raises ``ConnectionLost`` —
@@ -46,6 +48,8 @@ class RemoteProcess(Protocol):
     def pgid(self) -> int | None: ...
 
     def lines(self) -> AsyncIterator[OutputLine]: ...
+
+    def batches(self) -> AsyncIterator[list[OutputLine]]: ...
 
     async def signal(self, sig: RemoteSignal) -> None:
         """Send ``sig`` to the whole remote process group. Never raises for a gone process."""

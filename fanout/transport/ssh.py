@@ -26,6 +26,7 @@ file) is a plain ``TransportError``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import getpass
 import logging
@@ -296,7 +297,7 @@ class SshTransport:
     def __init__(
         self,
         *,
-        max_connecting: int = 32,
+        max_connecting: int = 128,
         keepalive_interval: float = 30.0,
         keepalive_count_max: int = 3,
         reconnect_attempts: int = 3,
@@ -581,17 +582,27 @@ def group_is_ours(members: Sequence[tuple[int, int]], since_lost: float) -> bool
 
 @dataclass(slots=True)
 class _Output:
-    """The bounded hand-over between the two stream readers and ``lines()``."""
+    """The bounded hand-over between the two stream readers and ``lines()``/``batches()``.
 
-    queue: asyncio.Queue[OutputLine | None] = field(default_factory=asyncio.Queue)
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(QUEUE_LINES))
+    The queue holds one batch per chunk read (the lines it completed), not one item per line,
+    so a line costs no queue or semaphore operation of its own.
+    """
+
+    queue: asyncio.Queue[list[OutputLine] | None] = field(default_factory=asyncio.Queue)
+    queued: int = 0  # lines waiting in the queue
+    space: asyncio.Event = field(default_factory=asyncio.Event)  # set while queued < QUEUE_LINES
+    pending: collections.deque[OutputLine] = field(default_factory=collections.deque)  # lines()
     eofs: int = 0  # EOF markers taken from the queue (two streams)
-    consumers: int = 0  # lines() iterations under way
+    consumers: int = 0  # lines()/batches() iterations under way
     done: asyncio.Event = field(default_factory=asyncio.Event)  # both EOFs consumed
     closed: asyncio.Event = field(default_factory=asyncio.Event)  # the channel has closed
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # pulse for wait()
 
-    def take(self, item: OutputLine | None) -> OutputLine | None:
+    @property
+    def full(self) -> bool:
+        return self.queued >= QUEUE_LINES
+
+    def take(self, item: list[OutputLine] | None) -> list[OutputLine] | None:
         """Account for one item taken from the queue."""
         if item is None:
             self.eofs += 1
@@ -600,11 +611,14 @@ class _Output:
                 self.changed.set()
                 self.queue.put_nowait(None)  # wakes any other consumer
         else:
-            self.slots.release()
+            self.queued -= len(item)
+            if self.queued < QUEUE_LINES:
+                self.space.set()
         return item
 
     def discard(self) -> None:
         """Drop what is queued (nobody reads and the queue is full)."""
+        self.pending.clear()
         while not self.queue.empty() and not self.done.is_set():
             self.take(self.queue.get_nowait())
 
@@ -695,46 +709,77 @@ class SshProcess:
         splitter: LineSplitter,
         pending: list[bytes],
     ) -> None:
-        """Copy one stream into the queue, line by line; always ends with an EOF marker."""
+        """Copy one stream into the queue, a batch of lines per chunk; always ends with EOF."""
         out = self._out
         try:
-            for raw in pending:
-                await self._put(stream, raw)
+            if pending:
+                await self._put(stream, pending)
             while data := await reader.read(CHUNK):
-                for raw in splitter.feed(data):
-                    await self._put(stream, raw)
+                if raws := splitter.feed(data):
+                    await self._put(stream, raws)
             if (tail := splitter.flush()) is not None:
-                await self._put(stream, tail)
+                await self._put(stream, [tail])
         except (asyncssh.Error, OSError) as exc:  # connection lost: this stream ends here
             log.debug("%s %s ended: %s", self._session.label, stream, exc)
         finally:
             out.queue.put_nowait(None)
 
-    async def _put(self, stream: Stream, raw: bytes) -> None:
-        text = _decode(raw)
+    async def _put(self, stream: Stream, raws: list[bytes]) -> None:
+        batch = [OutputLine(stream, raw.decode("utf-8", "replace")) for raw in raws]
         if stream is Stream.STDERR and self._first_stderr is None:
-            self._first_stderr = text
+            self._first_stderr = batch[0].text
         out = self._out
-        if out.slots.locked():
+        while out.full:
             out.changed.set()  # full: wait() discards if nobody reads
-        await out.slots.acquire()
-        out.queue.put_nowait(OutputLine(stream, text))
+            out.space.clear()
+            await out.space.wait()
+        out.queued += len(batch)
+        out.queue.put_nowait(batch)
 
-    async def lines(self) -> AsyncIterator[OutputLine]:
-        """stdout and stderr lines as they arrive; ends when both streams reach EOF.
+    async def batches(self) -> AsyncIterator[list[OutputLine]]:
+        """Like ``lines()``, a non-empty list of lines at a time (those read together).
 
-        At most ``QUEUE_LINES`` lines wait here; past that the remote side is held back by SSH
-        flow control. A connection loss ends the streams (``wait`` then raises ConnectionLost).
-        Cancelling the consumer loses no line that was not yet yielded.
+        Cancelling the consumer loses no batch that was not yet yielded.
         """
         out = self._out
         out.consumers += 1
         out.changed.set()
         try:
-            while out.eofs < 2:
+            while True:
+                if out.pending:
+                    batch = list(out.pending)
+                    out.pending.clear()
+                    yield batch
+                    continue
+                if out.eofs >= 2:
+                    break
                 item = out.take(await out.queue.get())
                 if item is not None:
                     yield item
+        finally:
+            out.consumers -= 1
+            out.changed.set()
+
+    async def lines(self) -> AsyncIterator[OutputLine]:
+        """stdout and stderr lines as they arrive; ends when both streams reach EOF.
+
+        About ``QUEUE_LINES`` lines (plus one chunk's) wait here; past that the remote side is
+        held back by SSH flow control. A connection loss ends the streams (``wait`` then
+        raises ConnectionLost). Cancelling the consumer loses no line that was not yet yielded.
+        """
+        out = self._out
+        out.consumers += 1
+        out.changed.set()
+        try:
+            while True:
+                if out.pending:
+                    yield out.pending.popleft()
+                    continue
+                if out.eofs >= 2:
+                    break
+                item = out.take(await out.queue.get())
+                if item is not None:
+                    out.pending.extend(item)
         finally:
             out.consumers -= 1
             out.changed.set()
@@ -777,7 +822,7 @@ class SshProcess:
         """
         out = self._out
         while True:
-            if out.consumers == 0 and out.slots.locked() and not out.queue.empty():
+            if out.consumers == 0 and out.full and not out.queue.empty():
                 out.discard()
             elif out.closed.is_set() and (out.consumers == 0 or out.done.is_set()):
                 break
