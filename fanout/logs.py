@@ -125,6 +125,8 @@ class LogSink:
 
     def _write(self, event: Event) -> None:
         match event:
+            case StepOutput():
+                self._output(event)
             case RunStarted():
                 self._addresses = {host.name: host.address for host in event.hosts}
             case HostStarted():
@@ -139,8 +141,6 @@ class LogSink:
                 self._host_line(event.run_id, event.host, event.at, text)
             case StepStarted():
                 self._start_step(event)
-            case StepOutput():
-                self._output(event)
             case StepFinished():
                 self._finish_step(event)
             case HostFinished():
@@ -157,9 +157,9 @@ class LogSink:
         log = self._open.get(key)
         if log is None:
             path = step_log_path(self.state_dir, event.run_id, event.host, event.step)
-            fresh = not path.exists()
-            log = self._open[key] = _OpenLog(self._open_append(path), event.at)
-            if not fresh:
+            file = self._open_append(path)
+            log = self._open[key] = _OpenLog(file, event.at)
+            if os.fstat(file.fileno()).st_size:  # an earlier attempt's log: keep them apart
                 log.file.write("\n")
         header = (
             f"===== {event.host} {event.step} attempt {event.attempt} =====\n"

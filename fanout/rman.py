@@ -75,36 +75,59 @@ _INLINE_FAILURE = "continuing other job steps"
 
 _CHANNEL = r"channel (?P<ch>\S+): "
 _AT = r"(?: at .*)?$"
-_PROGRESS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), template)
-    for pattern, template in (
-        (_CHANNEL + r"starting (?P<what>.*?backup set)$", "{ch}: starting {what}"),
-        (_CHANNEL + r"(?P<what>(?:starting|finished) piece \d+)" + _AT, "{ch}: {what}"),
-        (
-            _CHANNEL + r"backup set complete, elapsed time: (?P<t>\S+)",
-            "{ch}: backup set complete, elapsed {t}",
-        ),
-        (_CHANNEL + r"(?P<what>deleting archived log\(s\))$", "{ch}: {what}"),
-        (
-            r"^input datafile file number=(?P<n>\d+) name=(?:.*[/\\])?(?P<f>.+)$",
-            "input datafile {n} {f}",
-        ),
-        (
-            r"^input archived log thread=(?P<t>\d+) sequence=(?P<s>\d+)",
-            "input archived log thread={t} sequence={s}",
-        ),
-        (
-            r"^including current (?P<what>control file|SPFILE) in backup set$",
-            "including current {what}",
-        ),
-        (r"^(?P<what>(?:Starting|Finished) .+?)" + _AT, "{what}"),
-        (r"^(?:RMAN-08512: )?(?P<what>waiting for snapshot control file enqueue)", "{what}"),
-        (r"^(?P<what>backup cancelled because there are no files to backup)", "{what}"),
-        (r"^(?P<what>current log archived)$", "{what}"),
-        (r"^allocated channel: (?P<ch>\S+)$", "allocated channel {ch}"),
-        (r"^connected to target database: (?P<db>\S+)", "connected to {db}"),
-    )
+# (literal every match starts with, pattern, template): the literal screens a line with one
+# ``startswith`` before any pattern runs (most lines match none); within a literal, order counts.
+_PROGRESS_SPEC: tuple[tuple[str, str, str], ...] = (
+    ("channel ", _CHANNEL + r"starting (?P<what>.*?backup set)$", "{ch}: starting {what}"),
+    ("channel ", _CHANNEL + r"(?P<what>(?:starting|finished) piece \d+)" + _AT, "{ch}: {what}"),
+    (
+        "channel ",
+        _CHANNEL + r"backup set complete, elapsed time: (?P<t>\S+)",
+        "{ch}: backup set complete, elapsed {t}",
+    ),
+    ("channel ", _CHANNEL + r"(?P<what>deleting archived log\(s\))$", "{ch}: {what}"),
+    (
+        "input datafile ",
+        r"^input datafile file number=(?P<n>\d+) name=(?:.*[/\\])?(?P<f>.+)$",
+        "input datafile {n} {f}",
+    ),
+    (
+        "input archived log ",
+        r"^input archived log thread=(?P<t>\d+) sequence=(?P<s>\d+)",
+        "input archived log thread={t} sequence={s}",
+    ),
+    (
+        "including current ",
+        r"^including current (?P<what>control file|SPFILE) in backup set$",
+        "including current {what}",
+    ),
+    ("Starting ", r"^(?P<what>(?:Starting|Finished) .+?)" + _AT, "{what}"),
+    ("Finished ", r"^(?P<what>(?:Starting|Finished) .+?)" + _AT, "{what}"),
+    (
+        "RMAN-08512: ",
+        r"^(?:RMAN-08512: )?(?P<what>waiting for snapshot control file enqueue)",
+        "{what}",
+    ),
+    (
+        "waiting ",
+        r"^(?:RMAN-08512: )?(?P<what>waiting for snapshot control file enqueue)",
+        "{what}",
+    ),
+    (
+        "backup cancelled ",
+        r"^(?P<what>backup cancelled because there are no files to backup)",
+        "{what}",
+    ),
+    ("current log ", r"^(?P<what>current log archived)$", "{what}"),
+    ("allocated channel: ", r"^allocated channel: (?P<ch>\S+)$", "allocated channel {ch}"),
+    ("connected to target ", r"^connected to target database: (?P<db>\S+)", "connected to {db}"),
 )
+_PROGRESS_PREFIXES = tuple(dict.fromkeys(prefix for prefix, _, _ in _PROGRESS_SPEC))
+_PROGRESS: dict[str, tuple[tuple[re.Pattern[str], str], ...]] = {
+    prefix: tuple((re.compile(p), t) for q, p, t in _PROGRESS_SPEC if q == prefix)
+    for prefix in _PROGRESS_PREFIXES
+}
+_BANNER_PREFIXES = ("RMAN-00571:", "RMAN-00569:")  # _CODE, fac RMAN, num in _BANNER
 
 _SIGNALS = {
     1: "hung up by SIGHUP",
@@ -135,8 +158,7 @@ class Transcript:
         raw = line[:_MAX_LINE].rstrip()
         prompted = raw.startswith("RMAN>")
         text = _PROMPT.sub("", raw) if prompted else raw
-        code = _CODE.match(text)
-        if code and code["fac"] == "RMAN" and code["num"] in _BANNER:
+        if text.startswith(_BANNER_PREFIXES):
             if not (self._in_stack and not self._stack_has_body):
                 self._stack = []  # a new stack replaces the previous one
                 self._in_stack = True
@@ -278,7 +300,16 @@ def _one_line(text: str) -> str:
 
 
 def _progress(text: str) -> str | None:
-    for pattern, template in _PROGRESS:
+    if not text.startswith(_PROGRESS_PREFIXES):
+        return None
+    for prefix, patterns in _PROGRESS.items():
+        if text.startswith(prefix):
+            return _first_match(text, patterns)
+    return None
+
+
+def _first_match(text: str, patterns: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
+    for pattern, template in patterns:
         m = pattern.match(text)
         if m:
             short = template.format(**m.groupdict())

@@ -277,6 +277,13 @@ class RunState:
         """Fold one event in. Never raises for a well-typed event."""
         self.last_at = event.at
         match event:
+            case StepOutput():
+                reader = self._readers.get((event.host, event.step))
+                if reader is not None:
+                    reader.feed(event.line)
+                    progress = reader.progress
+                    if progress is not None:
+                        self._row(event.host).progress = progress[:PROGRESS_MAX]
             case RunStarted():
                 self.run_id = event.run_id
                 self.inventory = event.inventory
@@ -310,13 +317,6 @@ class RunState:
                 cell.started_at = event.at
                 cell.started_mono = self._clock()
                 cell.duration = cell.exit_status = cell.cause = None
-            case StepOutput():
-                reader = self._readers.get((event.host, event.step))
-                if reader is not None:
-                    reader.feed(event.line)
-                    progress = reader.progress
-                    if progress is not None:
-                        self._row(event.host).progress = progress[:PROGRESS_MAX]
             case StepFinished():
                 self._readers.pop((event.host, event.step), None)
                 row = self._row(event.host)

@@ -72,6 +72,8 @@ class PlainSink:
         """The line for ``event`` (None: no line) and whether it is a final failure
         (quiet mode writes only those)."""
         match event:
+            case StepOutput():
+                return None, False
             case RunStarted():
                 hosts = len(event.hosts)
                 text = (
@@ -91,8 +93,6 @@ class PlainSink:
                 return f"{event.host} connected (attempt {event.attempt})", False
             case StepStarted():
                 return f"{event.host} {event.step} started (attempt {event.attempt})", False
-            case StepOutput():
-                return None, False
             case StepFinished():
                 return self._step_finished(event)
             case HostFinished():
