@@ -12,6 +12,8 @@ of fanout, but a power or OS failure may drop the last commits, and a lost
 ``StepStarted`` would let ``--resume`` start a second RMAN beside one still running
 on the host. FULL costs one WAL fsync per state change, ~4000 for a 500-host night:
 measured 0.22 ms per event on ext4 (NORMAL: 0.04 ms), against steps of minutes to hours.
+A small ``wal_autocheckpoint`` keeps the WAL file reused rather than grown, which makes each
+of those fsyncs cheaper (fewer checkpoints would not make a commit any less durable).
 
 Schema changes are functions appended to ``MIGRATIONS``; ``PRAGMA user_version``
 counts those applied, and all pending ones run in one transaction.
@@ -72,6 +74,10 @@ _log = logging.getLogger(__name__)
 DB_NAME = "fanout.db"
 _BUSY_TIMEOUT = 5.0  # seconds: runs of other inventories write the same file
 _START_SLACK = 2.0  # seconds: /proc start times are rounded to the boot time's second
+# Checkpoint once the WAL holds this many pages (SQLite's default: 1000). The WAL file then
+# stays small and is rewritten in place: a commit's fsync flushes data blocks only, instead
+# of extending the file (block allocation, inode update) on every commit of a run.
+_WAL_CHECKPOINT_PAGES = 64
 
 LogPathFor = Callable[[str, str], str | None]  # (host, step) -> that step's log file
 PathArg = str | os.PathLike[str]
@@ -296,6 +302,7 @@ def open_store(state_dir: PathArg) -> Iterator[Store]:
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
+            db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES:d}")
             db.execute("PRAGMA foreign_keys = ON")
             _migrate(db, path)
         except sqlite3.Error as exc:
