@@ -56,7 +56,7 @@ class Settings:
     max_parallel: int = 8  # hosts running at once
     cancel_grace: float = 60.0  # seconds rman gets to abort after SIGINT before SIGTERM
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/fanout or ~/.local/state/fanout
-    max_connecting: int = 32  # SSH handshakes in flight at once (handshakes cost CPU on both ends)
+    max_connecting: int = 128  # SSH handshakes in flight at once (they cost CPU on both ends)
 
 
 @dataclass(frozen=True, slots=True)
