@@ -47,6 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fanout.inventory import Settings  # noqa: E402
 from tests.system.sshd import (  # noqa: E402  (after the path tweak above)
     RemoteSide,
     SshdServer,
@@ -469,7 +470,7 @@ def write_results(
         + f"; RMAN double `tests/remote/rman_double.py`; fd limit {fd_limit}",
         f"- medians of {runs} run(s) per figure; fanout runs with `--batch --quiet`, its logs and "
         "run store on (a fresh state dir per run), `max_parallel` = N, other settings default "
-        "(`max_connecting` 32)",
+        f"(`max_connecting` {Settings().max_connecting})",
         "",
     ]
     target_rows: list[tuple[str, str, str]] = []
