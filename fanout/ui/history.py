@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 
+from fanout.state import format_elapsed
 from fanout.store import HostRecord, RunDetail, RunOutcome, RunSummary, StepRecord
 
 __all__ = [
@@ -27,17 +28,9 @@ _Row = Callable[[str, str, str, str], str]  # name, status, duration, extra -> a
 
 
 def format_duration(seconds: float | None) -> str:
-    """``45s``, ``12m05s``, ``3h07m``, ``2d04h``; ``-`` when unknown."""
-    if seconds is None or seconds < 0:
-        return _NONE
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    """``45s``, ``12m5s``, ``3h7m``: the format of the summary and the live table; ``-`` when
+    unknown."""
+    return _NONE if seconds is None or seconds < 0 else format_elapsed(seconds)
 
 
 def _span(started: float | None, ended: float | None, live: bool, now: float) -> float | None:

@@ -543,7 +543,7 @@ RUN            STARTED          DURATION  OUTCOME     OK FAIL CANC EXIT
 
 inventory /srv/very/long/path/to/inventories/prod.yaml
 RUN            STARTED          DURATION  OUTCOME     OK FAIL CANC EXIT
-20250820-0130  2025-08-20 01:30    1h02m  failed      12    1    0    1
+20250820-0130  2025-08-20 01:30     1h2m  failed      12    1    0    1
 """
 
 
@@ -625,21 +625,21 @@ sha256     abababababababababababababababababababababababababababababababab
 command    fanout run /etc/fanout/nightly.yaml
 started    2025-08-20 01:30:00
 ended      2025-08-20 02:32:05
-duration   1h02m
+duration   1h2m
 resumed    from 20250819-0130
 by         pid 4242 on backup01
 hosts      1 ok, 1 failed, 1 not started
 
 HOST / STEP   STATUS   DURATION
-db01          ok         12m05s
+db01          ok          12m5s
   full        ok          9m59s
       log: /logs/db01.log
-  archivelog  ok          2m05s
+  archivelog  ok           2m5s
 db02          failed        31s
       ssh: connection refused
   full        skipped         -
 db03-standby  failed      4m10s
-  full        failed      3m00s  attempt 2, exit 1
+  full        failed         3m  attempt 2, exit 1
       ORA-19809: limit
       log: /logs/db03.log
 """
