@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fanout.inventory import Settings  # noqa: E402
+from fanout.model import Settings  # noqa: E402
 from tests.system.sshd import (  # noqa: E402  (after the path tweak above)
     RemoteSide,
     SshdServer,

@@ -45,7 +45,7 @@ from fanout.events import (
     StepStatus,
     Stream,
 )
-from fanout.inventory import Host, OnFailure, format_duration
+from fanout.model import Host, OnFailure, format_duration
 from fanout.rman import Transcript, step_cause
 from fanout.steps import RenderedStep
 from fanout.transport.base import RemoteProcess, RemoteSignal, Session, Transport

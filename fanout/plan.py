@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fanout.errors import InventoryError
-from fanout.inventory import Host, Inventory, format_duration, load_inventory, select_hosts
+from fanout.inventory import load_inventory
+from fanout.model import Host, Inventory, format_duration, select_hosts
 from fanout.steps import new_run_id, render_host
 
 

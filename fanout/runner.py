@@ -26,7 +26,8 @@ from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
 from fanout.errors import FanoutError, InventoryError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut
-from fanout.inventory import Host, Inventory, load_inventory, select_hosts
+from fanout.inventory import load_inventory
+from fanout.model import Host, Inventory, select_hosts
 from fanout.steps import Adopt, new_run_id, render_host
 
 if TYPE_CHECKING:

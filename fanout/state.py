@@ -37,7 +37,7 @@ from fanout.events import (
     StepStarted,
     StepStatus,
 )
-from fanout.inventory import format_duration
+from fanout.model import format_duration
 from fanout.rman import Transcript
 
 PROGRESS_MAX = 160  # characters kept of a progress line
@@ -100,7 +100,7 @@ def format_elapsed(seconds: float) -> str:
     """A duration for display: ``12s``, ``5m26s``, ``1h30m``, ``6h``, ``1d2h``.
 
     Whole seconds under an hour and whole minutes from an hour up, written by
-    ``inventory.format_duration`` (so the text reads back as a duration).
+    ``model.format_duration`` (so the text reads back as a duration).
     """
     if not math.isfinite(seconds) or seconds < 0:
         seconds = 0.0

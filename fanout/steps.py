@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from fanout.inventory import Host, Inventory, OnFailure, StepDef, StepKind
+from fanout.model import Host, Inventory, OnFailure, StepDef, StepKind
 
 __all__ = [
     "BUILTIN_STEPS",

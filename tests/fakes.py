@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fanout.errors import ConnectionLost, TransportError
 from fanout.events import Stream
-from fanout.inventory import Host
+from fanout.model import Host
 from fanout.transport.base import OutputLine, RemoteSignal
 
 SIGNUMS = {RemoteSignal.INT: 2, RemoteSignal.TERM: 15, RemoteSignal.KILL: 9}

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import yaml
 
-from fanout.inventory import format_duration
+from fanout.model import format_duration
 from fanout.sim.behaviour import ERRORS, HostBehaviour, Mode
 from fanout.sim.server import ClientFiles, SimFleet
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncssh
 
-from fanout.inventory import Host
+from fanout.model import Host
 from fanout.sim.behaviour import HostBehaviour, Mode
 from fanout.sim.interp import IO, Login, Shell
 from fanout.sim.machine import SIGNALS, SimProcess, World

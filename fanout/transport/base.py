@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from fanout.events import Stream
-from fanout.inventory import Host
+from fanout.model import Host
 
 
 class RemoteSignal(StrEnum):

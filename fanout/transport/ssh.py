@@ -45,7 +45,7 @@ import asyncssh
 
 from fanout.errors import AuthError, ConnectError, ConnectionLost, HostKeyError, TransportError
 from fanout.events import Stream
-from fanout.inventory import Host
+from fanout.model import Host
 from fanout.transport.base import OutputLine, RemoteSignal
 
 __all__ = [

@@ -21,7 +21,7 @@ from fanout.events import (
     StepFinished,
     StepStatus,
 )
-from fanout.inventory import Host, OnFailure, StepKind
+from fanout.model import Host, OnFailure, StepKind
 from fanout.steps import RenderedStep
 from tests.fakes import Behaviour, FakeTransport, HostScript
 

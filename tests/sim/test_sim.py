@@ -15,7 +15,7 @@ from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
 from fanout.errors import ConnectError, ConnectionLost
 from fanout.events import RecordingSink, StepFinished, StepOutput, StepStatus
-from fanout.inventory import Host, Inventory, Settings, StepDef, StepKind
+from fanout.model import Host, Inventory, Settings, StepDef, StepKind
 from fanout.sim.behaviour import HostBehaviour, Mode
 from fanout.sim.server import ClientFiles, SimFleet
 from fanout.steps import BUILTIN_STEPS, render_host, render_step

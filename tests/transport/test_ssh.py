@@ -23,7 +23,7 @@ import pytest
 
 from fanout.errors import AuthError, ConnectError, ConnectionLost, HostKeyError, TransportError
 from fanout.events import Stream
-from fanout.inventory import Host
+from fanout.model import Host
 from fanout.transport import ssh
 from fanout.transport.base import OutputLine, RemoteSignal
 from fanout.transport.ssh import SshProcess, SshTransport

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.errors import InventoryError
-from fanout.inventory import (
+from fanout.inventory import load_inventory
+from fanout.model import (
     DEFAULT_STEPS,
     Host,
     Inventory,
@@ -18,7 +19,6 @@ from fanout.inventory import (
     Settings,
     StepKind,
     format_duration,
-    load_inventory,
     parse_duration,
     select_hosts,
 )

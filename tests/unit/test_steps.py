@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fanout.inventory import Host, Inventory, OnFailure, Settings, StepDef, StepKind
+from fanout.model import Host, Inventory, OnFailure, Settings, StepDef, StepKind
 from fanout.steps import (
     BUILTIN_STEPS,
     Adopt,
