@@ -233,7 +233,8 @@ class Transcript:
         stripped = text.strip()
         if _INLINE_FAILURE in stripped:
             self._inline_failures += 1
-        self._inline_line(stripped, continued=text[:1].isspace())
+        if self._in_inline or "ORA-" in stripped or "RMAN-" in stripped:  # cheap screen
+            self._inline_line(stripped, continued=text[:1].isspace())
         progress = _progress(stripped)
         if progress is not None:
             self._progress = progress
