@@ -120,6 +120,13 @@ EXPECTED: dict[str, tuple[str, str | None, bool]] = {
         "(IBM AIX RISC System/6000 Error: 2: No such file or directory)",
         False,
     ),
+    "fra_full_ja.log": (FAILED, "ORA-19809: リカバリ・ファイルの制限を超えています", False),
+    "resync_controlfile_backup.log": (
+        FAILED,
+        "ORA-00245: control file backup operation failed",
+        False,
+    ),
+    "fra_full_inline_quote.log": (INLINE, "ORA-19809: limit exceeded for recovery files", False),
     "success_no_archived_logs_windows.log": (OK, None, False),
     "success_sbt_opc.log": (OK, None, False),
     "warning_08137_streams.log": (OK, None, False),
