@@ -382,6 +382,8 @@ class Engine:
             )
         if exit_status == 0 and not transcript.failed:
             return StepResult(StepStatus.OK, exit_status, None)
+        if step.empty_ok and transcript.nothing_to_backup:
+            return StepResult(StepStatus.OK, exit_status, None)  # nothing matched: fine here
         cause = step_cause(exit_status, transcript, last_stderr[0] if last_stderr else None)
         return StepResult(StepStatus.FAILED, exit_status, cause)
 

@@ -77,6 +77,7 @@ def load_inventory(path: Path) -> Inventory:
 
 _NULL = "tag:yaml.org,2002:null"
 _INT = "tag:yaml.org,2002:int"
+_BOOL = "tag:yaml.org,2002:bool"
 _MERGE = "tag:yaml.org,2002:merge"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # hosts, steps, tags: safe in file names
@@ -304,7 +305,7 @@ class _Reader:
             self.fail(key, path, f"expected a step name of {_NAME_RULE}")
         builtin = self.builtins.get(name)
         kinds = (builtin.kind.value,) if builtin else ("rman", "shell")
-        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout"))
+        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout", "empty_ok"))
         given = [kind for kind in kinds if kind in fields]
         if builtin is None and len(given) != 1:
             self.fail(node, path, "a custom step takes exactly one of 'rman' or 'shell'")
@@ -325,6 +326,14 @@ class _Reader:
             step = replace(step, retries=self.count(fields["retries"], f"{path}.retries"))
         if "timeout" in fields:
             step = replace(step, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        if "empty_ok" in fields:
+            flag = fields["empty_ok"]
+            word = str(flag.value).lower() if isinstance(flag, yaml.ScalarNode) else ""
+            if flag.tag != _BOOL or word not in ("true", "false"):
+                self.fail(
+                    flag, f"{path}.empty_ok", f"expected true or false, got {_describe(flag)}"
+                )
+            step = replace(step, empty_ok=word == "true")
         return step
 
     def host(self, node: yaml.Node, index: int, defaults: Mapping[str, Any]) -> Host:

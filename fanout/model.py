@@ -40,6 +40,7 @@ class StepDef:
     on_failure: OnFailure = OnFailure.CONTINUE
     retries: int | None = None  # None: the host's `retries`
     timeout: float | None = None  # seconds; None: the host's `step_timeout`
+    empty_ok: bool = False  # rman said "no files matched" (RMAN-20242 …): the step is ok
 
 
 @dataclass(frozen=True, slots=True)

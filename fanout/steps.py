@@ -88,6 +88,7 @@ class RenderedStep:
     timeout: float  # seconds
     retries: int  # extra attempts after a failure
     on_failure: OnFailure
+    empty_ok: bool = False  # "no files matched" (RMAN-20242 …) counts as success
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ def render_step(host: Host, step: StepDef, run_id: str, adopt: Adopt | None = No
         timeout=step.timeout or host.step_timeout,
         retries=step.retries if step.retries is not None else host.retries,
         on_failure=step.on_failure,
+        empty_ok=step.empty_ok,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -192,6 +193,48 @@ async def test_exit_zero_with_error_stack_is_a_failure() -> None:
     )
     scripts = {"a": HostScript(steps={"full": Behaviour(lines=stack, exit_status=0)})}
     eng, sink, _ = engine([target("a", steps=("full",))], FakeTransport(scripts))
+    assert await eng.run() == 1
+    assert finished_steps(sink)["a", "full"].status is StepStatus.FAILED
+
+
+NOTHING_MATCHED = (  # tests/rman_corpus/nothing_matched_catalog.log
+    "RMAN-00571: ===========================================================",
+    "RMAN-00569: =============== ERROR MESSAGE STACK FOLLOWS ===============",
+    "RMAN-00571: ===========================================================",
+    "RMAN-03002: failure during compilation of command",
+    "RMAN-03013: command type: backup",
+    "RMAN-06004: ORACLE error from recovery catalog database: RMAN-20242: specification does "
+    "not match any archivelog in the recovery catalog",
+)
+
+
+@pytest.mark.parametrize("empty_ok", [True, False])
+async def test_empty_ok_step_with_nothing_to_back_up_succeeds(empty_ok: bool) -> None:
+    """RMAN-20242 passes an `empty_ok` step; otherwise it fails with the RMAN-20242 text."""
+    scripts = {
+        "a": HostScript(steps={"archivelog": Behaviour(lines=NOTHING_MATCHED, exit_status=1)})
+    }
+    tgt = target("a", steps=("archivelog",))
+    tgt = Target(tgt.host, tuple(replace(s, empty_ok=empty_ok) for s in tgt.steps))
+    eng, sink, _ = engine([tgt], FakeTransport(scripts))
+    assert await eng.run() == (0 if empty_ok else 1)
+    step = finished_steps(sink)["a", "archivelog"]
+    if empty_ok:
+        assert (step.status, step.cause) == (StepStatus.OK, None)
+    else:
+        assert step.status is StepStatus.FAILED
+        assert step.cause == (
+            "RMAN-20242: specification does not match any archivelog in the recovery catalog"
+        )
+
+
+async def test_empty_ok_does_not_excuse_a_real_failure() -> None:
+    """An `empty_ok` step still fails on any other error stack."""
+    stack = (*NOTHING_MATCHED[:3], "RMAN-06149: cannot BACKUP DATABASE in NOARCHIVELOG mode")
+    scripts = {"a": HostScript(steps={"full": Behaviour(lines=stack, exit_status=1)})}
+    tgt = target("a", steps=("full",))
+    tgt = Target(tgt.host, tuple(replace(s, empty_ok=True) for s in tgt.steps))
+    eng, sink, _ = engine([tgt], FakeTransport(scripts))
     assert await eng.run() == 1
     assert finished_steps(sink)["a", "full"].status is StepStatus.FAILED
 

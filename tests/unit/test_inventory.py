@@ -185,6 +185,16 @@ steps:
     assert inventory.hosts[0].steps == ("precheck", "full")
 
 
+def test_empty_ok_is_read_per_step() -> None:
+    """`empty_ok: true` is kept on its step; steps that leave it out keep the default False."""
+    inventory = _load_inventory("steps:\n  archivelog:\n    empty_ok: true\n" + _host())
+    assert inventory.steps["archivelog"].empty_ok is True
+    assert inventory.steps["archivelog"].body == BUILTIN_STEPS["archivelog"].body
+    assert inventory.steps["full"].empty_ok is False
+    no = _load_inventory("steps:\n  archivelog:\n    empty_ok: False\n" + _host())
+    assert no.steps["archivelog"].empty_ok is False
+
+
 def test_scalars_are_read_as_written() -> None:
     """YAML 1.1 booleans and numbers in string places stay as written: tags [no, on], name 0123."""
     (host,) = _load(_host("tags: [no, on]", name="0123", address="10.0.0.1"))
@@ -463,6 +473,11 @@ ERRORS = [
         "steps:\n  full:\n    on_failure: halt\n" + _host(),
         "nightly.yaml:3: steps.full.on_failure: expected continue or stop, got 'halt'",
         id="on-failure",
+    ),
+    pytest.param(
+        "steps:\n  archivelog:\n    empty_ok: 'yes'\n" + _host(),
+        "nightly.yaml:3: steps.archivelog.empty_ok: expected true or false, got the string 'yes'",
+        id="empty-ok",
     ),
     pytest.param(
         "steps:\n  check:\n    shell: ''\n" + _host(),

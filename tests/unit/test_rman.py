@@ -325,9 +325,124 @@ def test_non_failure_lines_inside_a_stack_never_become_the_cause() -> None:
         + "RMAN-08137: WARNING: archived log not deleted, needed for standby\n"
         + "RMAN-03002: failure of backup command at 11/23/2026 02:05:00\n"
         + "RMAN-08512: waiting for snapshot control file enqueue\n"
-        + "specification does not match any archived log in the repository\n"
     )
     assert t.cause == "RMAN-03002: failure of backup command at 11/23/2026 02:05:00"
+    assert not t.nothing_to_backup
+
+
+NOTHING = "RMAN-20242: specification does not match any archived log in the repository"
+
+
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        (NOTHING, NOTHING),
+        (NOTHING[len("RMAN-20242: ") :], NOTHING[len("RMAN-20242: ") :]),
+        (f"RMAN-06004: ORACLE error from recovery catalog database: {NOTHING}", NOTHING),
+    ],
+    ids=["code", "text", "nested"],
+)
+def test_nothing_matched_in_a_stack_is_the_cause(line: str, cause: str) -> None:
+    """'No files matched' in a stack beats RMAN-03002 and marks the step as nothing to back up."""
+    t = read(f"{BANNER}RMAN-03002: failure of backup command at 11/23/2026 02:05:00\n{line}\n")
+    assert t.cause == cause
+    assert t.nothing_to_backup
+
+
+def test_nothing_matched_outside_a_stack_is_information() -> None:
+    """Printed as information (BACKUP ARCHIVELOG ALL, no logs), it is no failure and no cause."""
+    t = read(WARNINGS_ONLY)
+    assert not t.nothing_to_backup
+    assert t.inline_cause is None
+
+
+@pytest.mark.parametrize(
+    ("stack", "cause"),
+    [
+        (  # shape of issue 18 kind 1: ORA-01034 embedded heads the stack, ORA-27101 is lower
+            "RMAN-00554: initialization of internal recovery manager package failed\n"
+            "RMAN-04005: error from target database: ORA-01034: ORACLE not available\n"
+            "ORA-27101: shared memory realm does not exist\n"
+            "Linux-x86_64 Error: 2: No such file or directory\n",
+            "RMAN-04005: error from target database: ORA-01034: ORACLE not available "
+            "(Linux-x86_64 Error: 2: No such file or directory)",
+        ),
+        (  # RMAN-03014 and RMAN-06004 with the ORA on the next line
+            "RMAN-03014: implicit resync of recovery catalog failed\n"
+            "RMAN-06004: ORACLE error from recovery catalog database: \n"
+            "ORA-01033: ORACLE initialization or shutdown in progress\n",
+            "ORA-01033: ORACLE initialization or shutdown in progress",
+        ),
+        (  # issue 18 kind 3: a blank line inside the stack does not cut RMAN-00600's arguments
+            "RMAN-00601: fatal error in recovery manager\n"
+            "RMAN-03012: fatal error during compilation of command\n"
+            "RMAN-03028: fatal error code for command backup : 600\n"
+            "RMAN-00600: internal error, arguments [8064] [1] [/u01/fra/x.bkp]\n"
+            "\n"
+            "[] []\n",
+            "RMAN-00600: internal error, arguments [8064] [1] [/u01/fra/x.bkp] [] []",
+        ),
+        (
+            "RMAN-03009: failure of backup command on ORA_DISK_1 channel at 11/23/2026 03:00:00\n"
+            'ORA-19504: failed to create file "/bk/x"\n'
+            "ORA-27040: file create error, unable to create file\n"
+            "SVR4 Error: 2: No such file or directory\n",
+            'ORA-19504: failed to create file "/bk/x" (SVR4 Error: 2: No such file or directory)',
+        ),
+        (
+            "RMAN-03009: failure of backup command on ORA_DISK_1 channel at 11/23/2026 03:00:00\n"
+            'ORA-19502: write error on file "/bk/x", block number 9 (block size=8192)\n'
+            "ORA-27072: File I/O error\n"
+            "HPUX-ia64 Error: 28: No space left on device\n",
+            'ORA-19502: write error on file "/bk/x", block number 9 (block size=8192) '
+            "(HPUX-ia64 Error: 28: No space left on device)",
+        ),
+    ],
+    ids=["ora01034-embedded", "resync-06004", "00600-blank-line", "solaris", "hpux"],
+)
+def test_stack_read_bottom_up_skipping_framing(stack: str, cause: str) -> None:
+    """The last specific unit gives the cause; framing, wrappers and deeper layers do not."""
+    t = read(BANNER + stack + "\nRMAN>\n\nRecovery Manager complete.\n")
+    assert t.cause == cause
+
+
+def test_blank_line_then_ordinary_output_ends_the_stack() -> None:
+    """After a blank line, a line that is not part of a stack closes it and is read normally."""
+    t = read(NOARCHIVELOG.replace("Recovery Manager complete.\n", "") + "Starting backup at x\n")
+    assert t.error_stack[-1] == "RMAN-06149: cannot BACKUP DATABASE in NOARCHIVELOG mode"
+    assert t.progress == "Starting backup"
+
+
+def test_inline_error_without_stack_explains_a_nonzero_exit() -> None:
+    """RMAN-03009 + ORA lines printed inline give the cause of exit 1; not of a signal or exit 0."""
+    t = read(
+        "RMAN-03009: failure of backup command on ORA_DISK_1 channel at 11/23/2026 01:07:12\n"
+        'ORA-19502: write error on file "/backup/l0_2_1.bkp", blockno 524289 (blocksize=8192)\n'
+        "ORA-27072: File I/O error\n"
+        "Linux-x86_64 Error: 28: No space left on device\n"
+        "Additional information: 4\n"
+        "continuing other job steps, job failed will not be re-run\n"
+        "channel ORA_DISK_1: starting piece 1 at 2026-11-23 01:09:30\n"
+    )
+    cause = (
+        'ORA-19502: write error on file "/backup/l0_2_1.bkp", blockno 524289 (blocksize=8192) '
+        "(Linux-x86_64 Error: 28: No space left on device)"
+    )
+    assert not t.failed
+    assert t.inline_cause == cause
+    assert step_cause(1, t, "Recovery Manager complete.") == cause
+    assert step_cause(143, t, None) == "terminated by SIGTERM"
+    assert step_cause(0, t, None) is None
+
+
+def test_inline_error_memory_is_bounded() -> None:
+    """An endless inline error keeps at most MAX_STACK_LINES lines."""
+    t = Transcript()
+    t.feed("RMAN-03009: failure of backup command on ORA_DISK_1 channel at x")
+    for i in range(10_000):
+        t.feed(f"ORA-27072: File I/O error {i}")
+    assert t.inline_cause == "ORA-27072: File I/O error 0"
+    assert len(t._inline) == MAX_STACK_LINES
 
 
 def test_last_stack_wins_and_stack_ends_at_blank_line() -> None:
