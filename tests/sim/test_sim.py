@@ -316,11 +316,12 @@ def test_demo_batch_runs_and_exits_as_its_failures_imply(
     assert list((tmp_path / "state" / "logs").iterdir())
 
 
+@pytest.mark.timeout(120)  # ~200 steps, each a real sh + rman fake process
 def test_demo_50_hosts_5_failures_each_host_ends_as_scripted(tmp_path: Path) -> None:
     """`fanout demo --hosts 50 --failures 5`: 5 problems announced, every host ends as scripted."""
     argv = demo_argv(tmp_path / "state", "--hosts", "50", "--failures", "5", "--speed", "50")
     result = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=50, check=False
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=110, check=False
     )
     assert result.returncode == 1, result.stdout + result.stderr
     problems = announced(result.stderr)
@@ -328,6 +329,7 @@ def test_demo_50_hosts_5_failures_each_host_ends_as_scripted(tmp_path: Path) -> 
     assert_outcomes_match(tmp_path / "state", problems)
 
 
+@pytest.mark.timeout(240)  # ~750 steps, each a real sh + rman fake process: ~30 s of CPU
 def test_demo_200_hosts_10_failures_announced_equals_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
