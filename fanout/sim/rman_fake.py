@@ -79,12 +79,6 @@ ERRORS: dict[str, list[str]] = {
         "Linux-x86_64 Error: 2: No such file or directory",
         "Additional information: 7",
     ],
-    "write-error": [
-        'ORA-19502: write error on file "/u02/fra/{sid}/backupset/o1_mf_nnnd0_.bkp", block'
-        " number 1310721 (block size=8192)",
-        "ORA-27072: File I/O error",
-        "Linux-x86_64 Error: 28: No space left on device",
-    ],
 }
 DEFAULTS: dict[str, Any] = {
     "behaviour": "ok",
@@ -151,7 +145,8 @@ def out(text: str) -> None:
 
 
 def say(*lines: str) -> None:
-    out("".join(line.replace("{date}", nls_date(time.time())) + "\n" for line in lines))
+    date = nls_date(time.time())
+    out("".join(line.replace("{date}", date) + "\n" for line in lines))
 
 
 def nls_date(now: float) -> str:
@@ -339,12 +334,11 @@ def fleet_gone(fd: int) -> bool:
     return any(mask & (select.POLLERR | select.POLLNVAL) for _, mask in poller.poll(0))
 
 
-def play(run: Run, beats: list[tuple[list[str], float]], seconds: float, last: bool = True) -> None:
-    """Print ``beats``, each followed by its share of ``seconds`` (the last one: if ``last``)."""
-    for index, (lines, weight) in enumerate(beats):
+def play(run: Run, beats: list[tuple[list[str], float]], seconds: float) -> None:
+    """Print ``beats``, each followed by its share of ``seconds``."""
+    for lines, weight in beats:
         say(*lines)
-        if last or index < len(beats) - 1:
-            pause(run, seconds * weight / run.total)
+        pause(run, seconds * weight / run.total)
 
 
 def first_piece(beats: list[tuple[list[str], float]]) -> int:
@@ -358,10 +352,11 @@ def first_piece(beats: list[tuple[list[str], float]]) -> int:
 def behave(run: Run) -> tuple[int, str]:
     """Play the configured behaviour. Returns (status, how it ended)."""
     cfg, behaviour, seconds = run.cfg, run.cfg["behaviour"], float(run.cfg["seconds"])
-    say(*banner(run.sid))
-    out(prompts(run.script) + "\n")
     beats = transcript(run)
     run.total, cut = sum(weight for _, weight in beats) or 1.0, first_piece(beats)
+    hangs = behaviour in (*HANGS, "drop")  # all up to the piece in one write, then silence,
+    first = [line for lines, _ in beats[:cut] for line in lines] if hangs else []
+    say(*banner(run.sid), prompts(run.script), *first)  # so a closed stdout cannot end it
     if behaviour == "fail":
         play(run, beats[:cut], seconds)
         error = cfg["error"] if isinstance(cfg["error"], list) else ERRORS[str(cfg["error"])]
@@ -383,8 +378,7 @@ def behave(run: Run) -> tuple[int, str]:
         say(*flat[: len(flat) // 2])
         out("channel ORA_DISK_1: starting pie")
         raise Died
-    elif behaviour in (*HANGS, "drop"):
-        play(run, beats[:cut], seconds, last=False)
+    elif hangs:
         if behaviour == "drop" and run.control is not None:
             os.write(run.control, b"drop\n")
         pause(run, float("inf"))
@@ -414,14 +408,8 @@ def cancel(run: Run, name: str) -> tuple[int, str]:
 
 def prior_starts(home: str, sid: str, kind: str) -> int:
     """How many start records of ``sid`` and step ``kind`` invocations.jsonl already holds."""
-    count = 0
-    for record in read_invocations(home):
-        count += (record.get("event"), record.get("sid"), record.get("step")) == (
-            "start",
-            sid,
-            kind,
-        )
-    return count
+    keys = ("event", "sid", "step")
+    return sum([r.get(k) for k in keys] == ["start", sid, kind] for r in read_invocations(home))
 
 
 def append_record(home: str, record: dict[str, Any]) -> None:
@@ -559,13 +547,7 @@ def read_invocations(oracle_home: str | Path) -> list[dict[str, Any]]:
             lines = fh.read().splitlines()
     except OSError:
         return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    return [json.loads(line) for line in lines if line.endswith("}")]  # a torn last line: left
 
 
 if __name__ == "__main__":
