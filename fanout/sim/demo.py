@@ -22,7 +22,6 @@ from typing import Any, Final
 
 import yaml
 
-from fanout.inventory import format_duration
 from fanout.sim.server import ClientFiles, SimFleet
 
 __all__ = ["FAILURES", "DemoOptions", "Problem", "build_inventory", "run_demo"]
@@ -186,11 +185,11 @@ def build_inventory(
         if problem is not None and problem.refuse:
             entry["port"] = fleet.refused_port
         if problem is not None and problem.rman.get("behaviour") == "hang":
-            entry["step_timeout"] = format_duration(round(max(2.0, 10.0 / speed), 3))
+            entry["step_timeout"] = f"{round(max(2.0, 10.0 / speed), 3):g}s"
     document = {
         "settings": {
             "max_parallel": 4 if hosts is None else min(64, max(4, -(-hosts // 3))),  # ~3 waves
-            "cancel_grace": format_duration(round(max(0.5, 30.0 / speed), 3)),
+            "cancel_grace": f"{round(max(0.5, 30.0 / speed), 3):g}s",
             "max_connecting": 16,
             "state_dir": str(state_dir),
         },
