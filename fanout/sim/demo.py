@@ -176,6 +176,7 @@ def build_inventory(
         sid, problem = str(entry["oracle_sid"]), problems.get(index)
         pace = (3.0 + (zlib.crc32(sid.encode()) % 300) / 100) / speed
         rman: dict[str, Any] = {"seconds": pace, "exit_delay": 1.5 / speed}
+        rman["max_seconds"] = 600.0 / min(speed, 1.0)  # longer than any step of the demo
         for kind, share in STEP_SHARE.items():
             rman[kind] = {"seconds": pace * share}
         if problem is not None and problem.step in STEP_SHARE:
