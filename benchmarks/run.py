@@ -467,7 +467,7 @@ def write_results(
         f"- private OpenSSH sshd on 127.0.0.1 (tests/system/sshd.py: MaxStartups 1000:30:1000, "
         f"MaxSessions 200), remote login `{login}`"
         + (" (non-root, login shell /bin/sh)" if login != "root" else " (root: heavy ~/.bashrc)")
-        + f"; RMAN double `tests/remote/rman_double.py`; fd limit {fd_limit}",
+        + f"; RMAN fake `fanout/sim/rman_fake.py`; fd limit {fd_limit}",
         f"- medians of {runs} run(s) per figure; fanout runs with `--batch --quiet`, its logs and "
         "run store on (a fresh state dir per run), `max_parallel` = N, other settings default "
         f"(`max_connecting` {Settings().max_connecting})",

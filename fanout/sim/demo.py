@@ -2,12 +2,11 @@
 
 The demo builds an inventory (the hosts of ``inventory.example.yaml``, or ``--hosts N``
 generated ones with varied priorities), gives ``--failures K`` of them a scripted problem
-(``FAILURES``, in order: recovery area full, archived log missing, connection refused,
-connection dropped, a hang that meets the step timeout, a failed precheck), starts
-``SimFleet`` and hands the inventory to the same runner as ``fanout run``: live table in a
-terminal, batch lines otherwise, ``q``/``quit``/Ctrl-C as in production, run store and logs
-in the state directory (a new temporary one unless ``--state-dir``), where the generated
-inventory and the fleet's key files stay for ``fanout history``/``show`` and a look.
+(``FAILURES``, in this order, each on a host that has the step it hits), starts ``SimFleet``
+and hands the inventory to the same runner as ``fanout run``: live table in a terminal, batch
+lines otherwise, ``q``/``quit``/Ctrl-C as in production, run store and logs in the state
+directory (a new temporary one unless ``--state-dir``), where the generated inventory, the
+fleet's key files and its databases (``sim/``) stay for ``fanout history``/``show`` and a look.
 """
 
 from __future__ import annotations
@@ -16,61 +15,71 @@ import random
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
-from fanout.model import format_duration
-from fanout.sim.behaviour import ERRORS, HostBehaviour, Mode
 from fanout.sim.server import ClientFiles, SimFleet
 
-__all__ = ["FAILURES", "DemoOptions", "build_inventory", "run_demo"]
+__all__ = ["FAILURES", "DemoOptions", "Problem", "build_inventory", "run_demo"]
 
 EXAMPLE: Final = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
 INVENTORY_NAME: Final = "demo-inventory.yaml"
+DEFAULT_STEPS: Final = ("full", "archivelog", "controlfile")
+STEP_SHARE: Final = {"full": 1.0, "archivelog": 0.45, "controlfile": 0.25}  # of a host's pace
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A scripted failure: what the demo announces, sets up, and what fanout then records."""
+
+    text: str  # announced as "  <host>: <text>"
+    step: str | None  # the step it hits (the host must have it); None: the connection
+    cause: str  # how the recorded cause of that step (or host) starts
+    rman: Mapping[str, Any] = field(default_factory=dict)  # the fake's settings for ``step``
+    refuse: bool = False
+    mounted: bool = True  # False: the recovery area is missing (the precheck fails)
+
 
 #: Scripted problems, assigned in this order to ``--failures K`` hosts.
-FAILURES: Final[tuple[tuple[str, HostBehaviour], ...]] = (
-    (
+FAILURES: Final = (
+    Problem(
         "full fails: recovery area full (ORA-19809)",
-        HostBehaviour(Mode.FAIL, frozenset({"full"}), ERRORS["recovery-area-full"]),
+        "full",
+        "ORA-19809: limit exceeded for recovery files",
+        {"behaviour": "fail", "error": "recovery-area-full"},
     ),
-    (
+    Problem(
         "archivelog fails: archived log missing (ORA-19625)",
-        HostBehaviour(Mode.FAIL, frozenset({"archivelog"}), ERRORS["archived-log-missing"]),
+        "archivelog",
+        "ORA-19625: error identifying file",
+        {"behaviour": "fail", "error": "archived-log-missing"},
     ),
-    ("connection refused", HostBehaviour(Mode.REFUSE)),
-    ("connection dropped during full", HostBehaviour(Mode.DROP, frozenset({"full"}))),
-    (
+    Problem("connection refused", None, "connection refused", refuse=True),
+    Problem("connection dropped during full", "full", "connection lost", {"behaviour": "drop"}),
+    Problem(
         "archivelog hangs until the step timeout",
-        HostBehaviour(Mode.HANG, frozenset({"archivelog"})),
+        "archivelog",
+        "timeout after",
+        {"behaviour": "hang"},
     ),
-    ("precheck fails: /u02/fra not mounted", HostBehaviour(missing=("/u02/fra",))),
+    Problem(
+        "precheck fails: recovery area not mounted", "precheck", "exit status 1", mounted=False
+    ),
 )
-_APPS: Final = (
-    "erp",
-    "crm",
-    "billing",
-    "hr",
-    "dwh",
-    "pay",
-    "sales",
-    "stock",
-    "mes",
-    "web",
-    "portal",
-    "ledger",
-)
-_PRECHECK: Final = {
-    "shell": "test -d /u02/fra && test -w /u02/fra",
+_APPS: Final = "erp crm billing hr dwh pay sales stock mes web portal ledger".split()  # noqa: SIM905 (a word list)
+_PRECHECK: Final = {  # the demo's recovery area sits beside each fake ORACLE_HOME
+    "shell": 'test -d "$ORACLE_HOME/../fra" && test -w "$ORACLE_HOME/../fra"',
     "on_failure": "stop",
     "timeout": "5m",
 }
 _FULL: Final = {
     "rman": "BACKUP AS COMPRESSED BACKUPSET INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';\n"
 }
+_HOST_KEYS: Final = ("name", "priority", "oracle_sid", "tags", "steps", "retries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,24 +94,19 @@ class DemoOptions:
 
 
 def _example_hosts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(settings + steps, hosts) of the example inventory, or a built-in copy of them."""
+    """(steps, hosts) of the example inventory, or a built-in stand-in for them."""
     try:
         document = yaml.safe_load(EXAMPLE.read_text())
     except (OSError, yaml.YAMLError):
         document = None
     if isinstance(document, dict) and isinstance(document.get("hosts"), list):
         hosts = [
-            {
-                k: v
-                for k, v in h.items()
-                if k
-                in ("name", "priority", "oracle_sid", "oracle_home", "tags", "steps", "retries")
-            }
+            {k: v for k, v in h.items() if k in _HOST_KEYS}
             for h in document["hosts"]
             if isinstance(h, dict)
         ]
-        return {"steps": document.get("steps") or {}}, hosts
-    return {"steps": {"full": _FULL, "precheck": _PRECHECK}}, _generated(6)
+        return {**(document.get("steps") or {}), "precheck": _PRECHECK}, hosts
+    return {"full": _FULL, "precheck": _PRECHECK}, _generated(6)
 
 
 def _generated(count: int) -> list[dict[str, Any]]:
@@ -112,17 +116,17 @@ def _generated(count: int) -> list[dict[str, Any]]:
         app, number = _APPS[i % len(_APPS)], i // len(_APPS) + 1
         test = i % 7 == 6
         sid = f"{app[:4].upper()}{number:02d}" if count > len(_APPS) else app[:4].upper()
-        name = f"{app}-{'test' if test else 'prod'}-{number:02d}"
-        host: dict[str, Any] = {
-            "name": name,
-            "priority": 5 if test else rng.choice((1, 1, 2, 2, 2, 3, 3, 4)),
-            "oracle_sid": f"T{sid}" if test else sid,
-            "tags": ["test"] if test else ["prod", app],
-        }
-        host["steps"] = (
-            ["full", "controlfile"] if test else ["precheck", "full", "archivelog", "controlfile"]
+        hosts.append(
+            {
+                "name": f"{app}-{'test' if test else 'prod'}-{number:02d}",
+                "priority": 5 if test else rng.choice((1, 1, 2, 2, 2, 3, 3, 4)),
+                "oracle_sid": f"T{sid}" if test else sid,
+                "tags": ["test"] if test else ["prod", app],
+                "steps": ["full", "controlfile"]
+                if test
+                else ["precheck", "full", "archivelog", "controlfile"],
+            }
         )
-        hosts.append(host)
     return hosts
 
 
@@ -132,55 +136,67 @@ def _spread(count: int, among: int) -> list[int]:
     return [(k * among) // count + among // (2 * count) for k in range(count)] if count else []
 
 
+def assign(entries: list[dict[str, Any]], failures: int) -> dict[int, Problem]:
+    """Which host (index) gets which problem: slot k takes ``FAILURES[k]`` (cyclically) to the
+    first free host at or after its spread position that has the step it hits, else the next
+    problem some free host can take."""
+    chosen: dict[int, Problem] = {}
+    for slot, start in enumerate(_spread(failures, len(entries))):
+        for k in range(len(FAILURES)):
+            problem = FAILURES[(slot + k) % len(FAILURES)]
+            order = [(start + o) % len(entries) for o in range(len(entries))]
+            free = [i for i in order if i not in chosen]
+            fit = [
+                i for i in free if problem.step in (None, *entries[i].get("steps", DEFAULT_STEPS))
+            ]
+            if fit:
+                chosen[fit[0]] = problem
+                break
+    return chosen
+
+
 def build_inventory(
-    fleet_port: int,
-    refused_port: int,
+    fleet: SimFleet,
     files: ClientFiles,
     state_dir: Path,
     *,
     hosts: int | None,
     failures: int,
     speed: float,
-) -> tuple[dict[str, Any], dict[str, HostBehaviour], list[str]]:
-    """The demo inventory document, the fleet's behaviours by SID, and what was scripted."""
-    extra, entries = (
+) -> tuple[dict[str, Any], dict[str, Problem]]:
+    """The demo inventory document and the scripted problems by host name; every database is
+    set up in ``fleet`` (its pace the same on every run, 3-6 s for a full backup at speed 1)."""
+    steps, entries = (
         _example_hosts()
         if hosts is None
-        else ({"steps": {"full": _FULL, "precheck": _PRECHECK}}, _generated(hosts))
+        else ({"full": _FULL, "precheck": _PRECHECK}, _generated(hosts))
     )
-    behaviours: dict[str, HostBehaviour] = {}
-    for entry in entries:  # each database its own pace, the same on every run
-        sid = str(entry["oracle_sid"])
-        seconds = 3.0 + (zlib.crc32(sid.encode()) % 300) / 100  # 3-6 s for a full backup
-        behaviours[sid] = HostBehaviour(seconds=seconds)
-    scripted = FAILURES * (failures // len(FAILURES) + 1)
-    notes = []
-    for slot, index in enumerate(_spread(failures, len(entries))):
-        entry = entries[index]
-        sid = str(entry["oracle_sid"])
-        text, problem = scripted[slot]
-        notes.append(f"  {entry['name']}: {text}")
-        behaviours[sid] = replace(problem, seconds=behaviours[sid].seconds)
-        if problem.mode is Mode.REFUSE:
-            entry["port"] = refused_port
-        if problem.mode is Mode.HANG:
-            entry["step_timeout"] = format_duration(round(max(0.5, 10.0 / speed), 3))
-        if problem.missing and "precheck" not in entry.get("steps", ["precheck"]):
-            entry["steps"] = [
-                "precheck",
-                *entry.get("steps", ["full", "archivelog", "controlfile"]),
-            ]
+    problems = assign(entries, failures)
+    for index, entry in enumerate(entries):
+        sid, problem = str(entry["oracle_sid"]), problems.get(index)
+        pace = (3.0 + (zlib.crc32(sid.encode()) % 300) / 100) / speed
+        rman: dict[str, Any] = {"seconds": pace, "exit_delay": 1.5 / speed}
+        rman["max_seconds"] = 600.0 / min(speed, 1.0)  # longer than any step of the demo
+        for kind, share in STEP_SHARE.items():
+            rman[kind] = {"seconds": pace * share}
+        if problem is not None and problem.step in STEP_SHARE:
+            rman[problem.step].update(problem.rman)
+        db = fleet.database(sid, rman, mounted=problem is None or problem.mounted)
+        entry.update(oracle_home=str(db.oracle_home), lock_dir=str(db.lock_dir))
+        if problem is not None and problem.refuse:
+            entry["port"] = fleet.refused_port
+        if problem is not None and problem.rman.get("behaviour") == "hang":
+            entry["step_timeout"] = f"{round(max(2.0, 10.0 / speed), 3):g}s"
     document = {
         "settings": {
             "max_parallel": 4 if hosts is None else min(64, max(4, -(-hosts // 3))),  # ~3 waves
-            "cancel_grace": format_duration(round(max(0.5, 30.0 / speed), 3)),
+            "cancel_grace": f"{round(max(0.5, 30.0 / speed), 3):g}s",
             "max_connecting": 16,
             "state_dir": str(state_dir),
         },
         "defaults": {
             "user": "oracle",
-            "port": fleet_port,
-            "oracle_home": "/u01/app/oracle/product/19.0.0/dbhome_1",
+            "port": fleet.port,
             "identity_file": str(files.identity_file),
             "known_hosts": str(files.known_hosts),
             "ssh_config": str(files.ssh_config),
@@ -188,12 +204,12 @@ def build_inventory(
             "retries": 0,
             "connect_retries": 1,
             "connect_timeout": "10s",
-            "steps": ["full", "archivelog", "controlfile"],
+            "steps": list(DEFAULT_STEPS),
         },
-        "steps": extra["steps"],
+        "steps": steps,
         "hosts": [{"address": "127.0.0.1", **entry} for entry in entries],
     }
-    return document, behaviours, notes
+    return document, {str(entries[i]["name"]): p for i, p in sorted(problems.items())}
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -203,33 +219,30 @@ def run_demo(options: DemoOptions) -> int:
     state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="fanout-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir = state_dir.resolve()
-    probe = SimFleet(speed=options.speed)  # ports and keys first: the inventory names them
+    fleet = SimFleet(state_dir / "sim")  # ports and keys first: the inventory names them
     try:
-        files = probe.write_client_files(state_dir / "sim")
-        document, behaviours, notes = build_inventory(
-            probe.port,
-            probe.refused_port,
+        files = fleet.write_client_files(state_dir / "sim")
+        document, problems = build_inventory(
+            fleet,
             files,
             state_dir,
             hosts=options.hosts,
             failures=options.failures,
             speed=options.speed,
         )
-        probe.world.behaviours = behaviours
         path = state_dir / INVENTORY_NAME
         header = (
             "# Written by `fanout demo`: every host is simulated by an in-process SSH server\n"
-            f"# on 127.0.0.1:{probe.port} (its host key is in sim/known_hosts).\n"
+            f"# on 127.0.0.1:{fleet.port} (its host key is in sim/known_hosts).\n"
         )
         path.write_text(header + yaml.safe_dump(document, sort_keys=False))
-        err = sys.stderr
         print(
-            f"fanout demo: {len(document['hosts'])} simulated hosts on 127.0.0.1:{probe.port}"
+            f"fanout demo: {len(document['hosts'])} simulated hosts on 127.0.0.1:{fleet.port}"
             f", speed x{options.speed:g}",
-            file=err,
+            file=sys.stderr,
         )
-        for line in notes:
-            print(line, file=err)
+        for name, problem in problems.items():
+            print(f"  {name}: {problem.text}", file=sys.stderr)
         run = RunOptions(
             inventory=path,
             batch=options.batch,
@@ -237,9 +250,9 @@ def run_demo(options: DemoOptions) -> int:
             state_dir=state_dir,
             argv=options.argv,
         )
-        code = run_inventory(run, serve=probe.serve)
+        code = run_inventory(run, serve=fleet.serve)
     finally:
-        probe.close()
+        fleet.close()
     print(
         f"fanout demo: inventory, logs and run store in {state_dir}\n"
         f"  fanout history --state-dir {state_dir}\n"

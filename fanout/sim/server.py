@@ -1,25 +1,17 @@
-"""``SimFleet``: an in-process asyncssh server on 127.0.0.1 that plays a fleet of database hosts.
+"""``SimFleet``: an in-process SSH server on 127.0.0.1 whose "hosts" run the local ``/bin/sh``.
 
-fanout's real ``SshTransport`` connects to it, so a demo or test runs the production path:
-host-key verification against a known_hosts file, public-key login, one exec channel per
-step, the ``fanout-pgid=`` line, signals through a second channel and through the RFC 4254
-request, reconnect-and-``ps`` after a dropped connection.
+fanout's real ``SshTransport`` talks to it: host-key check, public-key login (the fleet's client
+key, any user name), one exec channel per step, signals, reconnect-and-``ps`` after a drop.
+``write_client_files`` writes the known_hosts, client key and empty ssh_config an inventory
+names. The ports are bound at creation (an inventory can name them before the loop runs) and
+listen only inside ``serve()``; ``refused_port`` never listens.
 
-* Keys: a host key and a client key are generated per fleet; ``write_client_files`` writes a
-  known_hosts file trusting only that host key for ``[127.0.0.1]:<port>``, the client's
-  private key (0600) and an empty ssh_config (so ``~/.ssh/config`` cannot interfere). The
-  server accepts only that client key, for any user name.
-* Port: bound when the fleet is created (so an inventory can name it before the event loop
-  runs), listening only inside ``serve()``. ``refused_port`` is bound but never listens:
-  connecting to it is refused (the ``refuse`` behaviour).
-* Each exec request runs as a simulated ``sh -c <command>`` (``interp.py``) in a process
-  group of its own on the shared ``World``; its stdout/stderr go to the channel, its exit
-  status (or the signal it died of) is reported as sshd would. As with sshd, a channel or
-  connection that goes away does not stop the command.
-* The RFC 4254 ``signal`` request reaches the session's process group, as OpenSSH's
-  ``killpg`` does. asyncssh surfaces it as ``SignalReceived`` on a stream read, which a
-  command that has read its stdin to EOF never does again, so this server uses asyncssh's
-  session API (``SSHServerSession.signal_received``) instead of ``process_factory``.
+A session runs its command as sshd does: ``/bin/sh -c <command>`` in a new session (``ps``,
+process groups and ``kill -- -PGID`` are real), stdio wired to the channel, ``exit-status`` or
+``exit-signal`` at the end; the RFC 4254 ``signal`` request is a ``killpg`` of the session's
+group. A lost connection does not stop the command: stdin ends and its next write to stdout
+fails (EPIPE). ``$FANOUT_SIM_CONTROL`` is a pipe to the fleet: the fake's ``drop`` asks through
+it for the connection to be aborted, and a fake waiting on it ends once the fleet is gone.
 
 This module and ``fanout.transport.ssh`` are the only importers of asyncssh in fanout.
 """
@@ -28,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,16 +32,12 @@ from typing import Any
 
 import asyncssh
 
-from fanout.model import Host
-from fanout.sim.behaviour import HostBehaviour, Mode
-from fanout.sim.interp import IO, Login, Shell
-from fanout.sim.machine import SIGNALS, SimProcess, World
+from fanout.sim import rman_fake
 
-__all__ = ["ClientFiles", "SimFleet"]
+__all__ = ["ClientFiles", "Database", "SimFleet"]
 
-log = logging.getLogger(__name__)
-
-DEFAULT_ORACLE_HOME = "/u01/app/oracle/product/19.0.0/dbhome_1"
+SIGNALS = frozenset({"HUP", "INT", "KILL", "QUIT", "TERM", "USR1", "USR2"})  # as OpenSSH's
+SHUTDOWN_WAIT = 2.0  # seconds the fleet waits for its killed sessions to report
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,114 +49,180 @@ class ClientFiles:
     ssh_config: Path
 
 
-class _ChannelInput:
-    """The channel's stdin, collected until EOF (a step's script is small)."""
+@dataclass(frozen=True, slots=True)
+class Database:
+    """One simulated database's directories on the (local) database host."""
 
-    def __init__(self) -> None:
-        self._data: list[bytes] = []
-        self._eof = asyncio.Event()
-        self._taken = False
+    sid: str
+    oracle_home: Path  # bin/rman: the RMAN fake; double.json: how it behaves
+    lock_dir: Path
+    recovery_area: Path  # ``$ORACLE_HOME/../fra``; missing when not "mounted"
 
-    def feed(self, data: bytes) -> None:
-        if not self._taken:
-            self._data.append(data)
 
-    def close(self) -> None:
-        self._eof.set()
+class _Child(asyncio.SubprocessProtocol):
+    """The session's ``/bin/sh``: output to the channel, its end to the session."""
 
-    async def read_all(self, proc: SimProcess) -> str:
-        if self._taken:
-            return ""
-        await proc.interruptible(self._eof.wait())
-        self._taken = True
-        data, self._data = b"".join(self._data), []
-        return data.decode("utf-8", "replace")
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._session.attach(transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._session.output(data, stderr=fd == 2)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._session.ended()  # it exited and its stdout and stderr are closed
 
 
 class _Session(asyncssh.SSHServerSession[bytes]):
-    """One exec channel: a simulated ``sh -c <command>``."""
+    """One exec channel: ``/bin/sh -c <command>``."""
 
     def __init__(self, fleet: SimFleet, conn: asyncssh.SSHServerConnection) -> None:
-        self._fleet = fleet
-        self._conn = conn
+        self._fleet, self._conn = fleet, conn
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
-        self._command: str | None = None
-        self._stdin = _ChannelInput()
-        self._proc: SimProcess | None = None
+        self._command = ""
+        self._proc: asyncio.SubprocessTransport | None = None
+        self._early: list[bytes | None] = []  # stdin (None: EOF) that came before the process
         self._open = True
+        self._control = -1
+        self.done = asyncio.Event()
+        fleet.sessions.add(self)
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._open = False
-        self._stdin.close()
-
-    def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
-        return False  # fanout never asks for one
-
-    def shell_requested(self) -> bool:
-        return False
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        return False
 
     def exec_requested(self, command: str) -> bool:
         self._command = command
         return True
 
     def session_started(self) -> None:
-        command = self._command or ""
+        self._fleet.start_task(self._spawn())
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._control, writer = os.pipe()
         user = str(self._conn.get_extra_info("username") or "oracle")
-        proc = self._fleet.world.table.spawn(f"sh -c {' '.join(command.split())}", user=user)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self._fleet.directory)}
+        env.update(USER=user, LOGNAME=user, SHELL="/bin/sh", LANG="C")
+        env[rman_fake.CONTROL_ENV] = str(writer)
+        loop.add_reader(self._control, self._on_control)
+        try:
+            await loop.subprocess_exec(
+                lambda: _Child(self),
+                "/bin/sh",
+                "-c",
+                self._command,
+                env=env,
+                cwd=self._fleet.directory,
+                start_new_session=True,
+                pass_fds=(writer,),
+            )
+        except OSError as exc:
+            self.output(f"sim: cannot run /bin/sh: {exc}\n".encode(), stderr=True)
+            self._report(127)
+            self.shutdown()
+        finally:
+            os.close(writer)
+
+    def attach(self, proc: asyncio.SubprocessTransport) -> None:
+        """The process runs: stdin that came early goes to it."""
         self._proc = proc
-        self._fleet._start(self._run(proc, command, user))
+        self._fleet.pgids.add(proc.get_pid())
+        for data in self._early:
+            self._stdin(data)
+        if not self._open:
+            self.connection_lost(None)
+
+    def _stdin(self, data: bytes | None) -> None:
+        pipe = self._proc.get_pipe_transport(0) if self._proc else None
+        if not isinstance(pipe, asyncio.WriteTransport):
+            self._early.append(data)
+        elif data is None:
+            pipe.close()
+        elif not pipe.is_closing():
+            pipe.write(data)
+
+    def _on_control(self) -> None:
+        with contextlib.suppress(OSError):
+            data = os.read(self._control, 512)
+            if b"drop" in data:
+                self._conn.abort()
+            if data:
+                return
+        self._close_control()  # every writer is gone
+
+    def _close_control(self) -> None:
+        if self._control >= 0:
+            asyncio.get_running_loop().remove_reader(self._control)
+            os.close(self._control)
+            self._control = -1
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._stdin.feed(data)
+        self._stdin(data)
 
     def eof_received(self) -> bool:
-        self._stdin.close()
+        self._stdin(None)
         return True  # half-open: output goes on after the script is read
 
-    def break_received(self, msec: int) -> bool:
-        return False
+    def signal_received(self, signal_name: str) -> None:
+        if self._proc is not None and signal_name in SIGNALS:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.get_pid(), getattr(signal, f"SIG{signal_name}"))
 
-    def signal_received(self, signal: str) -> None:
-        if self._proc is not None and signal in SIGNALS:
-            self._fleet.world.table.signal(-self._proc.pgid, signal)
+    def pause_writing(self) -> None:
+        for pipe in self._pipes(1, 2):
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipe.pause_reading()
 
-    def _write(self, data: str, stderr: bool) -> None:
-        if not self._open or self._chan is None:
-            return  # like a command whose client went away: output goes nowhere
-        with contextlib.suppress(asyncssh.Error, OSError):
-            raw = data.encode()
-            if stderr:
-                self._chan.write_stderr(raw)
-            else:
-                self._chan.write(raw)
+    def resume_writing(self) -> None:
+        for pipe in self._pipes(1, 2):
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipe.resume_reading()
 
-    async def _run(self, proc: SimProcess, command: str, user: str) -> None:
-        world = self._fleet.world
-        io = IO(
-            self._stdin, lambda text: self._write(text, False), lambda text: self._write(text, True)
-        )
-        shell = Shell.login_shell(world, proc, Login(user, self._conn.abort))
-        try:
-            status, died = await shell.run_script(command, io)
-        except Exception:  # a bug in the simulator: say so, like a crashed shell
-            log.exception("simulated command failed: %s", command)
-            status, died = 255, None
-            self._write("sim: internal error (see the log)\n", True)
-        finally:
-            proc.exit()
-        if not self._open or self._chan is None:
-            return
-        with contextlib.suppress(asyncssh.Error, OSError):
-            if died is not None:
-                self._chan.exit_with_signal(died)
-            else:
-                self._chan.exit(status)
+    def _pipes(self, *fds: int) -> list[asyncio.BaseTransport]:
+        pipes = [self._proc.get_pipe_transport(fd) for fd in fds] if self._proc else []
+        return [pipe for pipe in pipes if pipe is not None and not pipe.is_closing()]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open = False  # the client is gone: stdin ends, and the next write to stdout fails
+        for pipe in self._pipes(0, 1, 2):
+            pipe.close()
+
+    def output(self, data: bytes, *, stderr: bool) -> None:
+        if self._open and self._chan is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                if stderr:
+                    self._chan.write_stderr(data)
+                else:
+                    self._chan.write(data)
+
+    def ended(self) -> None:
+        if self._proc is not None:
+            self._report(self._proc.get_returncode())
+        self.shutdown(kill=False)
+
+    def _report(self, status: int | None) -> None:
+        if self._open and self._chan is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                if status is not None and status < 0:
+                    self._chan.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
+                else:
+                    self._chan.exit(255 if status is None else status)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def shutdown(self, *, kill: bool = True) -> None:
+        """Close the control pipe and the process transport (which kills the process if it
+        still runs: only when the fleet stops, ``kill``); the fleet forgets the session."""
+        self._close_control()
+        if self._proc is not None and (kill or self._proc.get_returncode() is not None):
+            self._proc.close()
+        self._fleet.sessions.discard(self)
+        self.done.set()
 
 
 class _Server(asyncssh.SSHServer):
@@ -177,20 +232,14 @@ class _Server(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
-        self._fleet._conns.add(conn)
+        self._fleet.conns.add(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
-            self._fleet._conns.discard(self._conn)
+            self._fleet.conns.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True  # public key only, checked against the fleet's client key
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
 
     def session_requested(self) -> _Session:
         assert self._conn is not None
@@ -198,30 +247,16 @@ class _Server(asyncssh.SSHServer):
 
 
 class SimFleet:
-    """A simulated fleet: ``behaviours`` by ORACLE_SID (others get ``default``).
+    """A simulated fleet whose databases live under ``directory``.
 
-    ``speed`` divides every simulated duration (``--speed 50``: a 4 s backup takes 80 ms).
-    Create it, write the client files and an inventory, then ``async with fleet.serve():``
-    inside the event loop that runs fanout. ``close()`` releases the ports if ``serve`` is
-    never entered.
+    Create it, add ``database``s, write the client files and an inventory, then
+    ``async with fleet.serve():`` inside the loop that runs fanout. ``close()`` releases the
+    ports if ``serve`` is never entered.
     """
 
-    def __init__(
-        self,
-        behaviours: Mapping[str, HostBehaviour] | None = None,
-        *,
-        default: HostBehaviour | None = None,
-        speed: float = 1.0,
-        hostname: str = "dbsim01",
-    ) -> None:
-        if speed <= 0:
-            raise ValueError("speed must be positive")
-        self.world = World(
-            behaviours=dict(behaviours or {}),
-            default=default or HostBehaviour(),
-            speed=speed,
-            hostname=hostname,
-        )
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.host_key = asyncssh.generate_private_key("ssh-ed25519", comment="fanout-sim-host")
         self.client_key = asyncssh.generate_private_key("ssh-ed25519", comment="fanout-sim")
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -231,66 +266,64 @@ class SimFleet:
         self._refuser = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._refuser.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         self.refused_port: int = self._refuser.getsockname()[1]
-        self._conns: set[asyncssh.SSHServerConnection] = set()
+        self.conns: set[asyncssh.SSHServerConnection] = set()
+        self.sessions: set[_Session] = set()
+        self.pgids: set[int] = set()  # every session's process group
         self._tasks: set[asyncio.Task[None]] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
 
-    # -- files and hosts ---------------------------------------------------------------------
-
-    def known_hosts_line(self) -> str:
-        key = self.host_key.export_public_key().decode().strip()
-        return f"[127.0.0.1]:{self.port} {key}\n"
+    def database(
+        self, sid: str, rman: Mapping[str, Any] | None = None, *, mounted: bool = True
+    ) -> Database:
+        """Create (or reconfigure) ``sid``'s directories. ``rman``: the fake's settings for this
+        SID (its double.json section, e.g. ``{"full": {"behaviour": "fail"}}``);
+        ``mounted=False``: no recovery area."""
+        base = self.directory / sid
+        db = Database(sid, base / "dbhome", base / "locks", base / "fra")
+        config = {sid: dict(rman or {})}
+        if (db.oracle_home / "bin" / "rman").exists():
+            rman_fake.configure(db.oracle_home, config)
+        else:
+            rman_fake.install(db.oracle_home, f"{sys.executable} -IS", config)
+        db.lock_dir.mkdir(exist_ok=True)
+        if mounted:
+            db.recovery_area.mkdir(exist_ok=True)
+        elif db.recovery_area.exists():
+            db.recovery_area.rmdir()
+        return db
 
     def write_client_files(self, directory: Path) -> ClientFiles:
-        """Write known_hosts, the client's private key and an empty ssh_config."""
+        """Write known_hosts, the client's private key (0600) and an empty ssh_config."""
+        files = ClientFiles(*(directory / n for n in ("known_hosts", "id_ed25519", "ssh_config")))
         directory.mkdir(parents=True, exist_ok=True)
-        files = ClientFiles(
-            known_hosts=directory / "known_hosts",
-            identity_file=directory / "id_ed25519",
-            ssh_config=directory / "ssh_config",
-        )
-        files.known_hosts.write_text(self.known_hosts_line())
-        if files.identity_file.exists():
-            files.identity_file.unlink()
+        key = self.host_key.export_public_key().decode().strip()
+        files.known_hosts.write_text(f"[127.0.0.1]:{self.port} {key}\n")
+        files.identity_file.unlink(missing_ok=True)
         fd = os.open(files.identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(self.client_key.export_private_key())
         files.ssh_config.write_text("")
         return files
 
-    def port_for(self, sid: str) -> int:
-        """The port a host of ``sid`` should use: ``refused_port`` for ``refuse``."""
-        refused = self.world.behaviour(sid).mode is Mode.REFUSE
-        return self.refused_port if refused else self.port
-
-    def host(self, name: str, sid: str, files: ClientFiles, **fields: Any) -> Host:
-        """An inventory ``Host`` for this fleet (tests); ``fields`` override the defaults."""
-        values: dict[str, Any] = {
-            "name": name,
-            "address": "127.0.0.1",
-            "priority": 1,
-            "oracle_sid": sid,
-            "oracle_home": DEFAULT_ORACLE_HOME,
-            "user": "oracle",
-            "port": self.port_for(sid),
-            "identity_file": files.identity_file,
-            "known_hosts": files.known_hosts,
-            "ssh_config": files.ssh_config,
-            "connect_retries": 0,
-            "connect_timeout": 5.0,
-        }
-        values.update(fields)
-        return Host(**values)
-
-    # -- serving -----------------------------------------------------------------------------
+    def processes(self) -> list[tuple[int, int, str]]:
+        """(pid, pgid, args) of every live process in a session's group (leftovers)."""
+        found = []
+        for name in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+                args = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            state, _ppid, pgid = stat[stat.rindex(")") + 2 :].split()[:3]
+            if state != "Z" and int(pgid) in self.pgids:
+                found.append((int(name), int(pgid), args.decode(errors="replace").strip()))
+        return found
 
     @asynccontextmanager
     async def serve(self) -> AsyncIterator[SimFleet]:
-        """Listen (inside the running loop) until the block ends; then stop everything.
-
-        On the way out: no new connections, every simulated process gets SIGKILL, sessions
-        get a bounded moment to report, connections are closed, ports released.
-        """
+        """Listen (inside the running loop) until the block ends; then stop everything:
+        no new connections, SIGKILL to every session's group, a bounded moment for them to
+        report, connections closed, ports released."""
         self._acceptor = await asyncssh.listen(
             sock=self._listener,
             server_factory=lambda: _Server(self),
@@ -299,10 +332,7 @@ class SimFleet:
                 self.client_key.export_public_key().decode()
             ),
             encoding=None,
-            allow_scp=False,
-            x11_forwarding=False,
             agent_forwarding=False,
-            keepalive_interval=0,
         )
         try:
             yield self
@@ -313,14 +343,19 @@ class SimFleet:
         if self._acceptor is not None:
             self._acceptor.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._acceptor.wait_closed(), 2.0)
+                await asyncio.wait_for(self._acceptor.wait_closed(), SHUTDOWN_WAIT)
             self._acceptor = None
-        self.world.table.kill_all()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
-        for task in list(self._tasks):
-            task.cancel()
-        for conn in list(self._conns):
+        for pgid in {pgid for _pid, pgid, _args in self.processes()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        ends = [asyncio.ensure_future(s.done.wait()) for s in self.sessions if s.running]
+        if ends or self._tasks:
+            _, late = await asyncio.wait([*ends, *self._tasks], timeout=SHUTDOWN_WAIT)
+            for task in late:
+                task.cancel()
+        for session in list(self.sessions):
+            session.shutdown()
+        for conn in list(self.conns):
             conn.abort()
         self.close()
 
@@ -329,18 +364,7 @@ class SimFleet:
         self._listener.close()
         self._refuser.close()
 
-    def _start(self, coro: Any) -> None:
+    def start_task(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    @property
-    def processes(self) -> list[SimProcess]:
-        """Every live simulated process (tests look here for leftovers)."""
-        return self.world.table.all()
-
-    def __enter__(self) -> SimFleet:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()

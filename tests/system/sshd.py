@@ -5,8 +5,9 @@
 - ``start_sshd(workdir, remote)`` / ``stop_sshd(server, proc)``: the session fixture's engine
   (conftest.py).
 - ``SshdServer``: where the server listens and how to reach it (``ssh_argv``, ``ssh``).
-- ``install_double``, ``configure_double``, ``read_invocations``: the RMAN double under an
-  ORACLE_HOME (tests/remote/rman_double.py documents double.json and the records).
+- ``install_double``, ``configure_double``, ``read_invocations``: the RMAN fake under an
+  ORACLE_HOME (``fanout/sim/rman_fake.py``, the one of the demo too, documents double.json
+  and the records).
 - ``remote_processes(oracle_home)``: every live process that is the double or shares a recorded
   double's process group, read from /proc without trusting fanout; ``kill_remote_processes``.
 - ``rman_command``, ``rman_script``: the remote command and stdin fanout sends (notes §1).
@@ -41,6 +42,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from fanout.sim import rman_fake
+
 T = TypeVar("T")
 
 SSHD = Path("/usr/sbin/sshd")
@@ -49,7 +52,6 @@ SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 PRIVSEP_DIR = Path("/run/sshd")
 TEST_USER = "fanout-test"  # the remote login when the tests run as root
 SYSTEM_PYTHON = "/usr/bin/python3"
-DOUBLE_SOURCE = Path(__file__).resolve().parents[1] / "remote" / "rman_double.py"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 DURATION_KEYS = frozenset({"cancel_grace", "step_timeout", "connect_timeout", "timeout"})
@@ -629,37 +631,24 @@ def stop_sshd(server: SshdServer, proc: subprocess.Popen[bytes]) -> None:
 def install_double(
     oracle_home: Path, interpreter: str | None = None, owner: tuple[int, int] | None = None
 ) -> Path:
-    """Create ``oracle_home`` with bin/rman = the double (shebang: ``interpreter``, default this
-    one), an empty double.json (every SID ``ok``) and no invocations yet. ``owner`` (uid, gid)
-    gets ``oracle_home`` itself, so the double running as that user can append its records.
+    """Create ``oracle_home`` with bin/rman = the RMAN fake (shebang: ``interpreter``, default
+    this one), an empty double.json (every SID ``ok``) and no invocations yet. ``owner`` (uid,
+    gid) gets ``oracle_home`` itself, so the fake running as that user can append its records.
     Returns ``oracle_home``."""
-    (oracle_home / "bin").mkdir(mode=0o755, parents=True, exist_ok=True)
-    oracle_home.chmod(0o755)
-    rman = oracle_home / "bin" / "rman"
-    source = DOUBLE_SOURCE.read_text()
-    rman.write_text(f"#!{interpreter or sys.executable}\n{source}")
-    rman.chmod(0o755)
-    configure_double(oracle_home, {})
-    (oracle_home / "invocations.jsonl").unlink(missing_ok=True)
+    rman_fake.install(oracle_home, interpreter or sys.executable)
     if owner is not None and owner != (os.geteuid(), os.getegid()):
         os.chown(oracle_home, *owner)
     return oracle_home
 
 
 def configure_double(oracle_home: Path, config: Mapping[str, Any]) -> None:
-    """Write double.json atomically (the double re-reads it at every invocation)."""
-    tmp = oracle_home / "double.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    tmp.chmod(0o644)  # the double reads it as the login user
-    tmp.replace(oracle_home / "double.json")
+    """Write double.json atomically (the fake re-reads it at every invocation)."""
+    rman_fake.configure(oracle_home, dict(config))
 
 
 def read_invocations(oracle_home: Path) -> list[dict[str, Any]]:
-    """Every record the double appended, oldest first (``event`` is ``start`` or ``end``)."""
-    path = oracle_home / "invocations.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every record the fake appended, oldest first (``event`` is ``start`` or ``end``)."""
+    return rman_fake.read_invocations(oracle_home)
 
 
 def remote_processes(oracle_home: Path) -> list[ProcInfo]:

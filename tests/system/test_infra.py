@@ -16,7 +16,7 @@ import asyncssh
 import pytest
 import yaml
 
-from tests.remote import rman_double
+from fanout.sim import rman_fake
 from tests.system.sshd import (
     TEST_USER,
     Background,
@@ -360,16 +360,16 @@ def test_double_config_layers_star_sid_and_step(oracle_home: Path) -> None:
         },
     )
     home = str(oracle_home)
-    erp_full = rman_double.load_config(home, "ERP", "full")
+    erp_full = rman_fake.load_config(home, "ERP", "full")
     assert (erp_full["behaviour"], erp_full["seconds"], erp_full["child"]) == ("fail", 3.0, True)
-    erp_arch = rman_double.load_config(home, "ERP", "archivelog")
+    erp_arch = rman_fake.load_config(home, "ERP", "archivelog")
     assert (erp_arch["behaviour"], erp_arch["seconds"]) == ("die", 2.0)
-    assert rman_double.load_config(home, "CRM", "full")["seconds"] == 1.0
+    assert rman_fake.load_config(home, "CRM", "full")["seconds"] == 1.0
     configure_double(oracle_home, {"CRM": {"behaviour": "slow"}})
-    assert rman_double.load_config(home, "CRM", "full")["seconds"] == 60.0
-    assert rman_double.load_config(home, "HR", "full")["behaviour"] == "ok"
+    assert rman_fake.load_config(home, "CRM", "full")["seconds"] == 60.0
+    assert rman_fake.load_config(home, "HR", "full")["behaviour"] == "ok"
     assert [
-        rman_double.detect_kind(rman_script(s)) for s in ("full", "archivelog", "controlfile")
+        rman_fake.detect_kind(rman_script(s)) for s in ("full", "archivelog", "controlfile")
     ] == [
         "full",
         "archivelog",
