@@ -69,6 +69,12 @@ FAILURES: Final = (
     Problem(
         "precheck fails: recovery area not mounted", "precheck", "exit status 1", mounted=False
     ),
+    Problem(
+        "controlfile fails: media manager refuses (ORA-19511)",
+        "controlfile",
+        "ORA-19511: non RMAN, but media manager or vendor specific failure",
+        {"behaviour": "fail", "error": "media-manager"},
+    ),
 )
 _APPS: Final = "erp crm billing hr dwh pay sales stock mes web portal ledger".split()  # noqa: SIM905 (a word list)
 _PRECHECK: Final = {  # the demo's recovery area sits beside each fake ORACLE_HOME

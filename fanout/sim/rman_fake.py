@@ -79,7 +79,42 @@ ERRORS: dict[str, list[str]] = {
         "Linux-x86_64 Error: 2: No such file or directory",
         "Additional information: 7",
     ],
+    # The shapes below are taken from real transcripts (tests/rman_corpus/). A list whose first
+    # line is an RMAN framing code is the whole stack: no RMAN-03009 line is put above it.
+    "catalog-unavailable": [
+        "RMAN-00554: initialization of internal recovery manager package failed",
+        "RMAN-04004: error from recovery catalog database: ORA-01033: ORACLE initialization"
+        " or shutdown in progress",
+    ],
+    "media-manager": [
+        "RMAN-03009: failure of allocate command on ch1 channel at {stamp}",
+        "ORA-19554: error allocating device, device type: SBT_TAPE, device name:",
+        "ORA-27023: skgfqsbi: media manager protocol error",
+        "ORA-19511: non RMAN, but media manager or vendor specific failure, error text:",
+        "   KBHS-00715: HTTP error occurred 'operation-unauthorized'",
+    ],
+    "session-terminated": [
+        "RMAN-00601: fatal error in recovery manager",
+        "RMAN-03010: fatal error during library cache pre-loading",
+        "RMAN-10038: database session for channel default terminated unexpectedly",
+    ],
+    "nothing-to-backup": [
+        "RMAN-03002: failure of backup command at {stamp}",
+        "RMAN-06004: ORACLE error from recovery catalog database: RMAN-20242: specification"
+        " does not match any archived log in the repository",
+    ],
+    # Printed inline, without the error banner (``inline: true`` is implied).
+    "disk-full-inline": [
+        "RMAN-03009: failure of backup command on ORA_DISK_1 channel at {stamp}",
+        'ORA-19502: write error on file "/u02/fra/{sid}/backupset/o1_mf_nnndf_TAG_.bkp",'
+        " block number 1024 (block size=8192)",
+        "ORA-27072: File I/O error",
+        "Linux-x86_64 Error: 28: No space left on device",
+        "Additional information: 4",
+        "continuing other job steps, job failed will not be re-run",
+    ],
 }
+INLINE_ERRORS = ("disk-full-inline",)
 DEFAULTS: dict[str, Any] = {
     "behaviour": "ok",
     "error": "recovery-area-full",
@@ -359,11 +394,19 @@ def behave(run: Run) -> tuple[int, str]:
     say(*banner(run.sid), prompts(run.script), *first)  # so a closed stdout cannot end it
     if behaviour == "fail":
         play(run, beats[:cut], seconds)
-        error = cfg["error"] if isinstance(cfg["error"], list) else ERRORS[str(cfg["error"])]
-        head = (
-            f"RMAN-03009: failure of backup command on ORA_DISK_1 channel at {stamp(time.time())}"
-        )
-        say(*error_stack([head, *(str(line).replace("{sid}", run.sid) for line in error)]))
+        named = not isinstance(cfg["error"], list)
+        error = ERRORS[str(cfg["error"])] if named else cfg["error"]
+        now = stamp(time.time())
+        lines = [str(line).replace("{sid}", run.sid).replace("{stamp}", now) for line in error]
+        if named and cfg["error"] in INLINE_ERRORS:
+            say(*lines, "")
+        elif lines and lines[0].startswith(
+            ("RMAN-00554", "RMAN-00601", "RMAN-03002", "RMAN-03009")
+        ):
+            say(*error_stack(lines))
+        else:
+            head = f"RMAN-03009: failure of backup command on ORA_DISK_1 channel at {now}"
+            say(*error_stack([head, *lines]))
         say(*TAIL)
         return 1, "fail"
     if behaviour == "flood":

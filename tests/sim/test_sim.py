@@ -23,6 +23,7 @@ from fanout.engine import Engine, Target
 from fanout.errors import ConnectError, ConnectionLost
 from fanout.events import RecordingSink, StepFinished, StepOutput, StepStatus
 from fanout.model import Host, Inventory, Settings, StepDef, StepKind
+from fanout.rman import Transcript, step_cause
 from fanout.sim import rman_fake
 from fanout.sim.demo import FAILURES, DemoOptions, Problem, run_demo
 from fanout.sim.server import ClientFiles, SimFleet
@@ -393,3 +394,38 @@ def test_fake_is_standalone_stdlib(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "ORA-12162: TNS:net service name is incorrectly specified" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ("recovery-area-full", "ORA-19809: limit exceeded for recovery files"),
+        ("archived-log-missing", "ORA-19625: error identifying file /u02/fra/ERP/archivelog/"),
+        ("catalog-unavailable", "RMAN-04004: error from recovery catalog database: ORA-01033:"),
+        ("media-manager", "ORA-19511: non RMAN, but media manager or vendor specific failure,"),
+        ("session-terminated", "RMAN-10038: database session for channel default terminated"),
+        ("nothing-to-backup", "RMAN-20242: specification does not match any archived log"),
+        ("disk-full-inline", 'ORA-19502: write error on file "/u02/fra/ERP/backupset/'),
+    ],
+)
+def test_every_failure_shape_of_the_fake_reads_as_a_dba_would(
+    tmp_path: Path, error: str, cause: str
+) -> None:
+    """Each named error stack the fake prints (shapes of real transcripts) gives the cause
+    fanout's RMAN reader finds in the real transcripts of tests/rman_corpus."""
+    home = rman_fake.install(tmp_path / "home", sys.executable + " -IS")
+    rman_fake.configure(home, {"*": {"behaviour": "fail", "error": error, "seconds": 0}})
+    result = subprocess.run(
+        [str(home / "bin" / "rman"), "target", "/"],
+        input="RUN {\n  BACKUP DATABASE;\n}\nEXIT;\n",
+        env={"ORACLE_SID": "ERP", "ORACLE_HOME": str(home), "PATH": os.defpath},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    transcript = Transcript()
+    for line in result.stdout.splitlines():
+        transcript.feed(line)
+    assert result.returncode == 1
+    found = step_cause(result.returncode, transcript, None)
+    assert found is not None
+    assert found.startswith(cause), found
+    assert transcript.nothing_to_backup == (error == "nothing-to-backup")
