@@ -15,7 +15,7 @@ import re
 from enum import Enum
 from typing import TextIO
 
-from fanout.events import Event, PlannedHost, StepOutput
+from fanout.events import Event, PlannedHost, RunMeta, StepOutput
 from fanout.state import format_instant
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
@@ -39,7 +39,7 @@ def _encode(name: str, value: object) -> JsonValue:
             return round(value, 3)
         case str() | int() | None:
             return value
-        case PlannedHost():
+        case PlannedHost() | RunMeta():
             return {
                 field.name: _encode(field.name, getattr(value, field.name))
                 for field in dataclasses.fields(value)
