@@ -120,6 +120,8 @@ class StateDirError(FanoutError):
         """One line from ``exc``: its file name (or ``path``) and strerror."""
         where = exc.filename if exc.filename is not None else path
         reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError):  # mkdir(exist_ok=True) met a file
+            reason = "Not a directory"
         return cls(f"{where}: {reason}" if where is not None else reason)
 
 

@@ -303,7 +303,7 @@ def open_store(
         db = _connect(path, check=recover)
     except _Corrupt as exc:
         if not recover:
-            raise StoreError(f"{path}: {exc}") from exc
+            raise StoreError(f"{path}: {exc}{_CORRUPT_HINT}") from exc
         moved_aside = _move_aside(path)
         db = _connect(path, check=False)
     try:
@@ -317,6 +317,7 @@ class _Corrupt(Exception):
 
 
 _CORRUPT_MARKERS = ("not a database", "malformed", "corrupt")
+_CORRUPT_HINT = " (corrupt: the next `fanout run` moves it aside and starts a fresh store)"
 
 
 def _connect(path: Path, *, check: bool) -> sqlite3.Connection:
@@ -484,7 +485,9 @@ class Store:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read: {_reason(exc)}") from exc
+            corrupt = any(marker in str(exc).lower() for marker in _CORRUPT_MARKERS)
+            hint = _CORRUPT_HINT if corrupt else ""
+            raise StoreError(f"{self.path}: cannot read: {_reason(exc)}{hint}") from exc
 
     def latest_run(self, inventory_path: PathArg | None = None) -> RunSummary | None:
         """The newest run, of one inventory or of all."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TextIO, assert_never
 
+from fanout.escapes import make_visible
 from fanout.events import (
     CancelReason,
     CancelRequested,
@@ -65,7 +66,7 @@ class PlainSink:
             self._write(event.at, line)
 
     def _write(self, at: float, text: str) -> None:
-        self._stream.write(f"{format_instant(at)} {text}\n")
+        self._stream.write(f"{format_instant(at)} {make_visible(text)}\n")
         self._stream.flush()
 
     def _describe(self, event: Event) -> tuple[str | None, bool]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fanout.errors import exit_meaning
+from fanout.escapes import make_visible
 from fanout.events import CancelReason
 from fanout.state import CellStatus, HostPhase, HostRow, RunState, StepCell, format_elapsed
 
@@ -171,7 +172,7 @@ def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> st
         lines.extend(_wrap(label + ", ".join(not_started), WIDTH, hanging="    "))
     lines.append("")
     lines.extend(_totals(state, log_dir, exit_code))
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(make_visible, lines)) + "\n"
 
 
 def _labelled(label: str, text: str) -> list[str]:
