@@ -115,10 +115,9 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 def fill(directory: Path) -> None:
     """Write until the file system says ENOSPC."""
-    with (directory / "filler").open("wb") as file, contextlib.suppress(OSError):
+    with (directory / "filler").open("wb", buffering=0) as file, contextlib.suppress(OSError):
         while True:
-            file.write(b"\0" * 65536)
-            file.flush()
+            file.write(b"\0" * 4096)
 
 
 def test_read_only_state_dir_is_one_line_exit_74(tmp_path: Path) -> None:
