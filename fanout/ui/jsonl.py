@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import TextIO
 
 from fanout.events import Event, PlannedHost, RunMeta, StepOutput
@@ -29,6 +29,8 @@ def event_name(event: Event) -> str:
 
 def _encode(name: str, value: object) -> JsonValue:
     match value:
+        case IntEnum():  # an ExitCode
+            return int(value)
         case Enum():
             return str(value.value)
         case float() if name == "at":

@@ -238,3 +238,16 @@ def test_run_on_a_corrupt_store_proceeds_with_one_warning(
     shown = fanout("history", "--state-dir", state)
     assert shown.returncode == 0, shown.stderr
     assert len([line for line in shown.stdout.splitlines() if "failed" in line]) == 1
+
+
+def test_json_shows_an_exit_code_as_a_number() -> None:
+    """run_finished carries the ExitCode the engine returns as a JSON number, not a string."""
+    import io
+    import json
+
+    from fanout.events import CancelReason, RunFinished
+    from fanout.ui.jsonl import JsonSink
+
+    out = io.StringIO()
+    JsonSink(out).emit(RunFinished("r1", ExitCode.CANCELLED, CancelReason.SIGINT, 1.0, 0.0))
+    assert json.loads(out.getvalue())["exit_code"] == 130
