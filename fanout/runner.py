@@ -277,8 +277,9 @@ def _print_summary(
                 print(render_summary_text(state, log_dir=log_dir, exit_code=exit_code), file=out)
         out.flush()
     except OSError as exc:
-        if not _is_broken_pipe(exc):
-            raise
+        if not _is_broken_pipe(exc):  # e.g. stdout redirected to a full disk: the run stands
+            _warn(f"cannot print the summary: {exc.strerror or exc}")
+            return False
         silence_stdout()
         return True
     return False

@@ -251,3 +251,25 @@ def test_json_shows_an_exit_code_as_a_number() -> None:
     out = io.StringIO()
     JsonSink(out).emit(RunFinished("r1", ExitCode.CANCELLED, CancelReason.SIGINT, 1.0, 0.0))
     assert json.loads(out.getvalue())["exit_code"] == 130
+
+
+def test_history_into_a_closed_pipe_is_quiet_and_exits_0(tmp_path: Path) -> None:
+    """`fanout history | head -0`: the reader is gone before fanout writes; exit 0, no stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env["PYTHONPATH"] = str(REPO)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first byte
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fanout", "history", "--state-dir", str(tmp_path / "state")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=REPO,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")
