@@ -247,10 +247,10 @@ async def _run(
     return exit_code
 
 
-async def _flush_logs(logs: LogSink, interval: float = 1.0) -> None:
-    """Flush the step logs every ``interval`` seconds, so kill -9 loses at most that much."""
+async def _flush_logs(logs: LogSink) -> None:
+    """Flush the step logs every ``flush_interval`` (1 s), so kill -9 loses at most that much."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(logs.flush_interval)
         logs.flush()
 
 
