@@ -81,13 +81,6 @@ async def run(path: Path, resolved: str, sinks: str, keepalive: float) -> int:
         if sinks in ("logs", "all"):
             chosen.append(logs)
         if sinks in ("store", "all"):
-            store.begin_run(
-                run_id=run_id,
-                inventory_path=resolved,
-                inventory_sha256=inventory.sha256,
-                argv=[],
-                log_path=lambda host, step: None,
-            )
             chosen.append(store)
         engine = Engine(
             run_id=run_id,

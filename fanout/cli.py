@@ -16,10 +16,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from fanout import __version__
-from fanout.errors import FanoutError, InventoryError, LockHeldError
-
-EXIT_USAGE = 2
-EXIT_LOCKED = 75
+from fanout.errors import FanoutError
 
 app = typer.Typer(
     name="fanout",
@@ -57,15 +54,26 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def guarded(action: Callable[[], T]) -> T:
-    """Run ``action``, turning fanout's errors into one line and the documented exit code."""
+    """Run ``action``, turning fanout's errors into one line and their ``exit_code``."""
     try:
         return action()
-    except InventoryError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except LockHeldError as exc:
-        fail(str(exc), EXIT_LOCKED)
     except FanoutError as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+
+
+def emit_text(text: str) -> None:
+    """Print a command's output; a reader that left early (``| head -1``) is not an error.
+
+    The command did its work; the rest of the text has nowhere to go, so fd 1 is pointed
+    at /dev/null (the interpreter's last flush must not fail) and the exit code stays 0.
+    """
+    from fanout.runner import silence_stdout
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
 
 
 def _version(value: bool) -> None:
@@ -102,7 +110,7 @@ def plan(
     def action() -> str:
         return render_plan(inventory, limit or [], tag or [], show_scripts=show_scripts)
 
-    print(guarded(action), end="")
+    emit_text(guarded(action))
 
 
 @app.command()
@@ -150,7 +158,10 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled."""
+    """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled.
+
+    Other codes: 2 usage or inventory, 74 state directory or run store unusable, 75 locked.
+    """
     from fanout.runner import RunOptions, run_inventory
 
     options = RunOptions(
@@ -192,7 +203,7 @@ def history(
     """Recent runs, newest first, with outcome and counts."""
     from fanout.reports import history_text
 
-    print(guarded(lambda: history_text(inventory, count, json_output, state_dir)), end="")
+    emit_text(guarded(lambda: history_text(inventory, count, json_output, state_dir)))
 
 
 @app.command()
@@ -206,7 +217,7 @@ def show(
     """One run: every host and step with status, duration, cause and log path."""
     from fanout.reports import show_text
 
-    print(guarded(lambda: show_text(run_id, json_output, state_dir)), end="")
+    emit_text(guarded(lambda: show_text(run_id, json_output, state_dir)))
 
 
 @app.command()

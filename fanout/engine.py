@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fanout.cancel import CancelToken
-from fanout.errors import ConnectionLost, TransportError
+from fanout.errors import ConnectionLost, ExitCode, TransportError
 from fanout.events import (
     CancelReason,
     ConnectFailed,
@@ -38,6 +38,7 @@ from fanout.events import (
     HostStatus,
     PlannedHost,
     RunFinished,
+    RunMeta,
     RunStarted,
     StepFinished,
     StepOutput,
@@ -50,12 +51,13 @@ from fanout.rman import Transcript, step_cause
 from fanout.steps import RenderedStep
 from fanout.transport.base import RemoteProcess, RemoteSignal, Session, Transport
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 75
-EXIT_CANCELLED = 130
-EXIT_TERMINATED = 143
+# what a fired token's reason makes the run's exit code
+_CANCEL_EXIT = {
+    CancelReason.OPERATOR: ExitCode.CANCELLED,
+    CancelReason.SIGINT: ExitCode.CANCELLED,
+    CancelReason.SIGTERM: ExitCode.TERMINATED,
+    CancelReason.STORE: ExitCode.IO_ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +102,10 @@ class Engine:
         retry_delay: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        meta: RunMeta | None = None,
     ) -> None:
         self.run_id = run_id
+        self._meta = meta or RunMeta()
         self._inventory = inventory
         self._targets = tuple(targets)
         self._transport = transport
@@ -145,6 +149,7 @@ class Engine:
                 ),
                 max_parallel=self._max_parallel,
                 at=self._wall(),
+                meta=self._meta,
             )
         )
         slots = asyncio.Semaphore(self._max_parallel)
@@ -191,12 +196,12 @@ class Engine:
             elif not host_token.fired:
                 host_token.cancel(reason)
 
-    def exit_code(self) -> int:
-        if self._token.fired:
-            return EXIT_TERMINATED if self._token.reason is CancelReason.SIGTERM else EXIT_CANCELLED
+    def exit_code(self) -> ExitCode:
+        if self._token.fired and self._token.reason is not None:
+            return _CANCEL_EXIT[self._token.reason]
         if any(s is not HostStatus.OK for s in self._host_status.values()):
-            return EXIT_FAILED
-        return EXIT_OK
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     async def _wait_for_slot(self, slots: asyncio.Semaphore) -> bool:
         """Take a dispatch slot; False (holding nothing) if the token fires first."""

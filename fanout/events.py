@@ -36,6 +36,7 @@ class CancelReason(StrEnum):
     OPERATOR = "operator"  # q / quit typed at the prompt
     SIGINT = "SIGINT"
     SIGTERM = "SIGTERM"
+    STORE = "store"  # the run store could not record a change: no step may start unrecorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +51,22 @@ class PlannedHost:
 
 
 @dataclass(frozen=True, slots=True)
+class RunMeta:
+    """What the run store keeps about a run beyond its plan (the CLI knows it, the engine not)."""
+
+    inventory_sha256: str | None = None
+    argv: tuple[str, ...] = ()
+    resumed_from: str | None = None  # the run this one continues (--resume)
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     run_id: str
     inventory: str
     hosts: tuple[PlannedHost, ...]
     max_parallel: int
     at: float
+    meta: RunMeta = RunMeta()
 
 
 @dataclass(frozen=True, slots=True)

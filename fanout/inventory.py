@@ -19,7 +19,18 @@ from typing import Any, NoReturn
 import yaml
 
 from fanout.errors import InventoryError
-from fanout.model import Host, Inventory, OnFailure, Settings, StepDef, StepKind, parse_duration
+from fanout.model import (
+    MAX_PARALLEL,
+    MAX_PRIORITY,
+    MAX_RETRIES,
+    Host,
+    Inventory,
+    OnFailure,
+    Settings,
+    StepDef,
+    StepKind,
+    parse_duration,
+)
 from fanout.steps import BUILTIN_STEPS
 
 # --- loading ------------------------------------------------------------------------
@@ -195,16 +206,22 @@ class _Reader:
 
     def integer(self, node: yaml.Node, path: str, what: str, low: int, high: int) -> int:
         is_int = isinstance(node, yaml.ScalarNode) and node.tag == _INT
-        value = int(node.value) if is_int and _DECIMAL.fullmatch(node.value) else None
+        digits = is_int and _DECIMAL.fullmatch(node.value) and len(node.value) <= 20
+        value = int(node.value) if digits else None  # 20 digits: never int()'s 4300 limit
         if value is None or not low <= value <= high:
-            self.fail(node, path, f"expected {what}, got {_describe(node)}")
+            shown = _describe(node)
+            shown = shown if len(shown) <= 40 else f"{shown[:20]}…{shown[-10:]}"
+            self.fail(node, path, f"expected {what}, got {shown}")
         return value
 
     def positive(self, node: yaml.Node, path: str) -> int:
-        return self.integer(node, path, "a positive integer", 1, 2**31)
+        return self.integer(node, path, "a positive integer", 1, MAX_PRIORITY)
+
+    def parallel(self, node: yaml.Node, path: str) -> int:
+        return self.integer(node, path, f"an integer from 1 to {MAX_PARALLEL}", 1, MAX_PARALLEL)
 
     def count(self, node: yaml.Node, path: str) -> int:
-        return self.integer(node, path, "a non-negative integer", 0, 2**31)
+        return self.integer(node, path, f"an integer from 0 to {MAX_RETRIES}", 0, MAX_RETRIES)
 
     def port(self, node: yaml.Node, path: str) -> int:
         return self.integer(node, path, "a port number (1-65535)", 1, 65535)
@@ -374,10 +391,10 @@ class _Reader:
 _Parsers = Mapping[str, Callable[[_Reader, yaml.Node, str], object]]
 
 _SETTINGS: _Parsers = {
-    "max_parallel": _Reader.positive,
+    "max_parallel": _Reader.parallel,
     "cancel_grace": _Reader.grace,
     "state_dir": _Reader.local_path,
-    "max_connecting": _Reader.positive,
+    "max_connecting": _Reader.parallel,
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fanout.errors import LockHeldError
+from fanout.errors import LockHeldError, StateDirError
 
 __all__ = ["RunLock", "acquire_run_lock", "canonical_inventory_path", "lock_path_for"]
 
@@ -81,21 +81,25 @@ def acquire_run_lock(
     """Hold the run lock of ``inventory_path`` for the ``with`` block.
 
     Never waits for the lock. Raises ``LockHeldError`` (lock path, holder pid and
-    start time, when readable) if another live process holds it, and ``OSError``
-    if the state directory cannot be created or the file opened. On leaving the
+    start time, when readable) if another live process holds it, and ``StateDirError``
+    (exit 74) if the state directory cannot be created or the file opened or written
+    (read-only, a file where a directory should be, full). On leaving the
     block (normally, by exception or by cancellation) the file is truncated and
     unlocked; if the process dies instead, the kernel unlocks it.
     """
     inventory = canonical_inventory_path(inventory_path)
     path = lock_path_for(state_dir, inventory_path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateDirError.from_os_error(exc, path) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+                raise StateDirError.from_os_error(exc, path) from exc
             pid, started_at = _read_holder(fd)
             raise LockHeldError(str(path), pid, started_at) from None
         lock = RunLock(
@@ -115,8 +119,12 @@ def acquire_run_lock(
                 "inventory": lock.inventory,
             }
         )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (line + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (line + "\n").encode(), 0)
+        except OSError as exc:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise StateDirError.from_os_error(exc, path) from exc
         try:
             yield lock
         finally:

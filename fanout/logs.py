@@ -28,9 +28,10 @@ lines prefixed ``[stderr] ``) and a footer::
 A retry appends a blank line and the next attempt's header to the same file.
 
 Files are created 0600 and directories 0700. At most one file is open per
-running step; output is buffered and flushed at most every ``flush_interval``
-seconds (by event time) and when the step finishes, so ``tail -f`` keeps up
-without a write per line. host.log is opened, appended and closed per event.
+running step; output is buffered and flushed every ``flush_interval`` seconds (by
+event time, and by the runner calling ``flush`` each second when output pauses) and
+at every step boundary, so ``tail -f`` keeps up without a write per line and kill -9
+loses at most the last second. host.log is opened, appended and closed per event.
 
 Errors: an ``OSError`` (disk full, permissions) never propagates into the
 engine: losing a log must not stop backups or leave rman running. The first
@@ -112,6 +113,17 @@ class LogSink:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def flush(self) -> None:
+        """Write out what every open step log has buffered (the runner calls it each second)."""
+        if self.error is not None:
+            return
+        try:
+            for log in self._open.values():
+                log.file.flush()
+        except OSError as exc:
+            self.error = exc
+            self.close()
+
     def close(self) -> None:
         """Close every open step log (a footer notes the step had not finished). Idempotent."""
         while self._open:
@@ -173,6 +185,8 @@ class LogSink:
             + f"{_RULE}\n"
         )
         log.file.write(header)
+        log.file.flush()  # a step boundary: the header is on disk before rman starts
+        log.flushed_at = event.at
 
     def _output(self, event: StepOutput) -> None:
         log = self._open.get((event.host, event.step))

@@ -90,20 +90,34 @@ _DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+(?:
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
+MAX_DURATION = 30 * 86400.0  # seconds: no timeout, grace or delay in an inventory is longer
+MAX_RETRIES = 100  # retries, connect_retries
+MAX_PARALLEL = 10_000  # max_parallel, max_connecting
+MAX_PRIORITY = 2**31 - 1
+_MAX_DURATION_TEXT = "30d"
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``text``: ``30s``, ``5m``, ``6h``, ``2d``, ``1h30m``, ``0.5s``.
 
     Units d/h/m/s, each at most once and in that order; only seconds may have a
     fraction. A bare number is seconds (``timeout: 90``). Zero is allowed here:
-    callers that need a positive duration check. Raises ValueError naming ``text``.
+    callers that need a positive duration check. At most ``MAX_DURATION`` (30d): the
+    arithmetic is exact (Decimal), so a 400-digit value is rejected, never overflows.
+    Raises ValueError naming ``text``.
     """
     if _SECONDS.fullmatch(text):
-        return float(Decimal(text))
-    match = _DURATION.fullmatch(text)
-    if not text or match is None:
-        raise ValueError(f"expected a duration like 30s, 5m, 6h or 1h30m, got {text!r}")
-    days, hours, minutes, seconds = (Decimal(group or 0) for group in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+        total = Decimal(text)
+    else:
+        match = _DURATION.fullmatch(text)
+        if not text or match is None:
+            raise ValueError(f"expected a duration like 30s, 5m, 6h or 1h30m, got {text!r}")
+        days, hours, minutes, seconds = (Decimal(group or 0) for group in match.groups())
+        total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total > Decimal(int(MAX_DURATION)):
+        shown = text if len(text) <= 40 else f"{text[:20]}…{text[-10:]}"
+        raise ValueError(f"expected a duration of at most {_MAX_DURATION_TEXT}, got {shown!r}")
+    return float(total)
 
 
 def format_duration(seconds: float) -> str:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from fanout.errors import FanoutError
+from fanout.errors import UsageError
 from fanout.inventory import load_inventory
 from fanout.paths import resolve_state_dir
 from fanout.store import open_store
@@ -33,16 +33,16 @@ def history_text(inventory: Path | None, count: int, as_json: bool, state_dir: P
 
 
 def show_text(run_id: str | None, as_json: bool, state_dir: Path | None) -> str:
-    """Raises FanoutError when there is no such run, StoreError when the store is unreadable."""
+    """Raises UsageError when there is no such run, StoreError when the store is unreadable."""
     with open_store(_state_dir(state_dir, None)) as store:
         if run_id is None:
             latest = store.latest_run()
             if latest is None:
-                raise FanoutError("no runs recorded yet")
+                raise UsageError("no runs recorded yet")
             run_id = latest.run_id
         detail = store.run_detail(run_id)
     if detail is None:
-        raise FanoutError(f"no run {run_id!r} in the run store")
+        raise UsageError(f"no run {run_id!r} in the run store")
     now = time.time()
     if as_json:
         return json.dumps(show_json(detail, now=now), indent=2) + "\n"

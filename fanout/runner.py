@@ -24,14 +24,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
-from fanout.errors import FanoutError, InventoryError
-from fanout.events import CancelReason, CancelRequested, EventSink, FanOut
+from fanout.errors import InventoryError, StoreError, UsageError
+from fanout.events import CancelReason, CancelRequested, EventSink, FanOut, RunMeta
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
 from fanout.steps import Adopt, new_run_id, render_host
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from fanout.logs import LogSink
+    from fanout.state import RunState
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,11 @@ def run_inventory(
     *,
     serve: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> int:
-    """Load, lock and run. Returns the exit code. Raises InventoryError, LockHeldError.
+    """Load, lock and run. Returns the exit code.
+
+    Raises InventoryError, LockHeldError, StateDirError (the state directory cannot be
+    used: read-only, a file, ``locks`` a file, full) and StoreError (the run store cannot
+    be opened). A store that fails during the run stops it instead (exit 74, see ``_run``).
 
     ``serve``: entered inside the run's event loop before the engine starts and left after
     it ends (``fanout demo`` runs its simulated fleet there); ``fanout run`` passes none.
@@ -107,7 +114,7 @@ def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | 
 
     ``wanted`` is a run id or "latest" (the latest run of this inventory, if it did
     not fully succeed). Returns None, after saying why, when there is nothing to do.
-    Raises FanoutError for an unknown run id.
+    Raises UsageError for an unknown run id, StoreError for an unreadable store.
     """
     from fanout.store import open_store
 
@@ -123,7 +130,7 @@ def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | 
         else:
             detail = store.run_detail(wanted)
             if detail is None:
-                raise FanoutError(f"no run {wanted!r} in the run store of {state_dir}")
+                raise UsageError(f"no run {wanted!r} in the run store of {state_dir}")
             run_id, run = wanted, detail.run
         todo = store.resume_plan(run_id)
     if run.inventory_sha256 and run.inventory_sha256 != inventory.sha256:
@@ -149,11 +156,10 @@ async def _run(
     resume: Resume | None,
 ) -> int:
     from fanout.logs import LogSink
-    from fanout.paths import run_log_dir, step_log_path
+    from fanout.paths import run_log_dir
     from fanout.state import RunState
     from fanout.store import open_store
     from fanout.transport.ssh import SshTransport
-    from fanout.ui.summary import render_summary_text, summary_line
 
     run_id = new_run_id()
     token = CancelToken()
@@ -169,15 +175,16 @@ async def _run(
         ]
     state = RunState()
     console = None if options.batch else _live_console(options, out)
-    with open_store(state_dir) as store, LogSink(state_dir) as logs, _signals_fire(token):
-        store.begin_run(
-            run_id=run_id,
-            inventory_path=str(inventory.path.resolve()),
-            inventory_sha256=inventory.sha256,
-            argv=list(options.argv),
-            resumed_from=resume.run_id if resume else None,
-            log_path=lambda host, step: str(step_log_path(state_dir, run_id, host, step)),
-        )
+
+    def store_failed(error: StoreError) -> None:
+        """No step may start unrecorded: stop the run as q would (exit 74)."""
+        token.cancel(CancelReason.STORE)
+
+    store_cm = open_store(state_dir, recover=True, on_write_error=store_failed)
+    with store_cm as store, LogSink(state_dir) as logs, _signals_fire(token):
+        if store.moved_aside is not None:
+            _warn(f"{store.path} was corrupt: moved to {store.moved_aside}, starting a fresh one")
+        flusher = asyncio.create_task(_flush_logs(logs), name="flush-logs")
         view = None
         if console is not None:
             from fanout.ui.live import LiveView
@@ -189,6 +196,7 @@ async def _run(
                 # late-bound: the engine is built below, with the view among its sinks
                 cancel_host=lambda name: engine.cancel_host(name),
                 console=console,
+                state=state,
             )
         output = view if view is not None else _output_sink(options, out)
         sink = FanOut([store, logs, state, output])
@@ -206,36 +214,89 @@ async def _run(
             token=token,
             max_parallel=options.max_parallel or inventory.settings.max_parallel,
             cancel_grace=inventory.settings.cancel_grace,
+            meta=RunMeta(
+                inventory_sha256=inventory.sha256,
+                argv=tuple(options.argv),
+                resumed_from=resume.run_id if resume else None,
+            ),
         )
-        if view is not None:
-            async with view:
-                exit_code = await engine.run()
-        else:
-            with _keyboard_fires(token, enabled=not options.batch):
-                exit_code = await engine.run()
+        try:
+            if view is not None:
+                async with view:
+                    exit_code = await engine.run()
+            else:
+                with _keyboard_fires(token, enabled=not options.batch):
+                    exit_code = await engine.run()
+        finally:
+            flusher.cancel()
     log_dir = run_log_dir(state_dir, run_id)
-    if console is not None:
-        from fanout.ui.summary import render_summary_rich
-
-        console.print(render_summary_rich(state, log_dir=log_dir, exit_code=exit_code))
-    elif not options.json:
-        if options.quiet:
-            print(summary_line(state, exit_code), file=out)
-        else:
-            print(
-                render_summary_text(state, log_dir=log_dir, exit_code=exit_code),
-                file=out,
-            )
+    closed = _print_summary(options, out, console, state, log_dir, exit_code)
     if view is not None and view.error is not None:
         _warn(f"the live table stopped drawing: {view.error!r}")
     for failed_sink, error in sink.failures:
-        _warn(f"{type(failed_sink).__name__} stopped recording: {error}")
+        if _is_broken_pipe(error):
+            closed = True
+        else:
+            _warn(f"{type(failed_sink).__name__} stopped recording: {error}")
+    if closed:
+        _note("stdout was closed: output stopped there, the run went on to its end")
     if logs.error is not None:
         _warn(f"log files incomplete: {logs.error}")
     if store.write_error is not None:
-        _warn(f"run store incomplete: {store.write_error}")
-    out.flush()
+        _note(f"run stopped, no step started after the run store failed: {store.write_error}")
     return exit_code
+
+
+async def _flush_logs(logs: LogSink) -> None:
+    """Flush the step logs every ``flush_interval`` (1 s), so kill -9 loses at most that much."""
+    while True:
+        await asyncio.sleep(logs.flush_interval)
+        logs.flush()
+
+
+def _print_summary(
+    options: RunOptions,
+    out: TextIO,
+    console: Console | None,
+    state: RunState,
+    log_dir: Path,
+    exit_code: int,
+) -> bool:
+    """Print the summary; True if stdout turned out closed (a reader like ``head`` left)."""
+    from fanout.ui.summary import render_summary_text, summary_line
+
+    try:
+        if console is not None:
+            from fanout.ui.summary import render_summary_rich
+
+            console.print(render_summary_rich(state, log_dir=log_dir, exit_code=exit_code))
+        elif not options.json:
+            if options.quiet:
+                print(summary_line(state, exit_code), file=out)
+            else:
+                print(render_summary_text(state, log_dir=log_dir, exit_code=exit_code), file=out)
+        out.flush()
+    except OSError as exc:
+        if not _is_broken_pipe(exc):  # e.g. stdout redirected to a full disk: the run stands
+            _warn(f"cannot print the summary: {exc.strerror or exc}")
+            return False
+        silence_stdout()
+        return True
+    return False
+
+
+def _is_broken_pipe(error: BaseException) -> bool:
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null: the reader is gone and the final flush must not fail."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _note(message: str) -> None:

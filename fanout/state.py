@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol, assert_never
 
+from fanout.escapes import make_visible
 from fanout.events import (
     CancelReason,
     CancelRequested,
@@ -283,7 +284,7 @@ class RunState:
                     reader.feed(event.line)
                     progress = reader.progress
                     if progress is not None:
-                        self._row(event.host).progress = progress[:PROGRESS_MAX]
+                        self._row(event.host).progress = make_visible(progress[:PROGRESS_MAX])
             case RunStarted():
                 self.run_id = event.run_id
                 self.inventory = event.inventory
@@ -300,7 +301,7 @@ class RunState:
             case ConnectFailed():
                 row = self._row(event.host)
                 row.connect_attempts = event.attempt
-                row.connect_cause = event.cause
+                row.connect_cause = make_visible(event.cause)
             case HostConnected():
                 row = self._row(event.host)
                 row.connect_attempts = event.attempt
@@ -327,7 +328,7 @@ class RunState:
                 cell.attempt = max(cell.attempt, event.attempt)
                 cell.duration = event.duration
                 cell.exit_status = event.exit_status
-                cell.cause = event.cause
+                cell.cause = _visible(event.cause)
                 if row.current_step == event.step and not event.will_retry:
                     row.current_step = None
             case HostFinished():
@@ -367,7 +368,7 @@ class RunState:
     def _finish_host(self, event: HostFinished) -> None:
         row = self._row(event.host)
         row.status = HostPhase(event.status.value)
-        row.cause = event.cause
+        row.cause = _visible(event.cause)
         row.crashed = event.detail is not None
         row.ended_at = event.at
         row.duration = event.duration
@@ -441,3 +442,8 @@ class RunState:
         if self.started_mono is None:
             return 0.0
         return max(0.0, self._clock() - self.started_mono)
+
+
+def _visible(text: str | None) -> str | None:
+    """Remote text as every view shows it: control characters escaped (``fanout.escapes``)."""
+    return None if text is None else make_visible(text)

@@ -38,7 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import assert_never
 
-from fanout.errors import FanoutError
+from fanout.errors import ExitCode, StoreError, UsageError
 from fanout.events import (
     CancelRequested,
     ConnectFailed,
@@ -47,17 +47,18 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     RunFinished,
+    RunMeta,
     RunStarted,
     StepFinished,
     StepOutput,
     StepStarted,
 )
 from fanout.lock import canonical_inventory_path
+from fanout.paths import step_log_path
 
 __all__ = [
     "MIGRATIONS",
     "HostRecord",
-    "LogPathFor",
     "ResumeStep",
     "RunDetail",
     "RunOutcome",
@@ -79,19 +80,14 @@ _START_SLACK = 2.0  # seconds: /proc start times are rounded to the boot time's 
 # of extending the file (block allocation, inode update) on every commit of a run.
 _WAL_CHECKPOINT_PAGES = 64
 
-LogPathFor = Callable[[str, str], str | None]  # (host, step) -> that step's log file
 PathArg = str | os.PathLike[str]
 _Stmt = tuple[str, Sequence[object]]
-
-
-class StoreError(FanoutError):
-    """The run store cannot be opened or written, or has no such run. ``str()`` is one line."""
 
 
 class RunOutcome(StrEnum):
     OK = "ok"  # exit 0
     FAILED = "failed"  # exit 1, or any other code that is not a cancel
-    CANCELLED = "cancelled"  # exit 130 / 143
+    CANCELLED = "cancelled"  # exit 130 / 143 / 74 (stopped because the store failed)
     RUNNING = "running"  # no RunFinished yet; orchestrator alive, or on another machine
     INTERRUPTED = "interrupted"  # no RunFinished and the orchestrator is gone (read time only)
 
@@ -100,7 +96,8 @@ def run_outcome(exit_code: int) -> RunOutcome:
     """The recorded outcome of a finished run: derived from its exit code alone, so they agree."""
     if exit_code == 0:
         return RunOutcome.OK
-    return RunOutcome.CANCELLED if exit_code in (130, 143) else RunOutcome.FAILED
+    stopped = (ExitCode.CANCELLED, ExitCode.TERMINATED, ExitCode.IO_ERROR)
+    return RunOutcome.CANCELLED if exit_code in stopped else RunOutcome.FAILED
 
 
 # ---- schema -----------------------------------------------------------------------------------
@@ -236,14 +233,12 @@ class ResumeStep:
 
 # ---- SQL written per event --------------------------------------------------------------------
 
-_BEGIN_RUN = """INSERT INTO runs (id, inventory_path, inventory_sha256, argv, started_at,
+_RUN_STARTED = """INSERT INTO runs (id, inventory_path, inventory_sha256, argv, started_at,
         resumed_from, pid, hostname) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (id) DO UPDATE SET inventory_path = excluded.inventory_path,
-        inventory_sha256 = excluded.inventory_sha256, argv = excluded.argv,
-        resumed_from = excluded.resumed_from"""
-_RUN_STARTED = """INSERT INTO runs (id, inventory_path, started_at, pid, hostname)
-    VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at,
-        outcome = 'running', pid = excluded.pid, hostname = excluded.hostname"""
+    ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, outcome = 'running',
+        inventory_path = excluded.inventory_path, inventory_sha256 = excluded.inventory_sha256,
+        argv = excluded.argv, resumed_from = excluded.resumed_from, pid = excluded.pid,
+        hostname = excluded.hostname"""
 _PLAN_HOST = """INSERT INTO hosts (run_id, name, position, priority, address, oracle_sid)
     VALUES (?, ?, ?, ?, ?, ?)"""
 _PLAN_STEP = "INSERT INTO steps (run_id, host, step, position) VALUES (?, ?, ?, ?)"
@@ -286,86 +281,126 @@ _RunRow = tuple[
 
 
 @contextmanager
-def open_store(state_dir: PathArg) -> Iterator[Store]:
+def open_store(
+    state_dir: PathArg,
+    *,
+    recover: bool = False,
+    on_write_error: Callable[[StoreError], None] | None = None,
+) -> Iterator[Store]:
     """Open ``<state_dir>/fanout.db`` for the ``with`` block, creating and migrating it.
 
-    Raises ``StoreError`` if it cannot be opened, is not a database or has a newer
-    schema. Closes the connection on leaving; what was committed stays committed.
+    Raises ``StoreError`` if it cannot be opened (read-only, full, not a directory), is
+    not a database or has a newer schema. With ``recover`` (``fanout run``: tonight's
+    backups must not depend on last year's history) a corrupt database (not a database,
+    damaged pages found by ``PRAGMA quick_check``) is moved aside to
+    ``fanout.db.corrupt-<UTC time>`` and a fresh one started; ``Store.moved_aside`` names
+    it. ``on_write_error`` is called once, with the first change that could not be
+    recorded (see ``Store.emit``). Closes the connection on leaving.
     """
     path = Path(state_dir) / DB_NAME
+    moved_aside: Path | None = None
+    try:
+        db = _connect(path, check=recover)
+    except _Corrupt as exc:
+        if not recover:
+            raise StoreError(f"{path}: {exc}{_CORRUPT_HINT}") from exc
+        moved_aside = _move_aside(path)
+        db = _connect(path, check=False)
+    try:
+        yield Store(db, path, moved_aside=moved_aside, on_write_error=on_write_error)
+    finally:
+        db.close()
+
+
+class _Corrupt(Exception):
+    """The file is not an intact SQLite database."""
+
+
+_CORRUPT_MARKERS = ("not a database", "malformed", "corrupt")
+_CORRUPT_HINT = " (corrupt: the next `fanout run` moves it aside and starts a fresh store)"
+
+
+def _connect(path: Path, *, check: bool) -> sqlite3.Connection:
+    """Open, configure and migrate; raises StoreError, or _Corrupt for a damaged file."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"{path}: {exc}") from exc
+        raise StoreError(f"{path}: {_reason(exc)}") from exc
     try:
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES:d}")
-            db.execute("PRAGMA foreign_keys = ON")
-            _migrate(db, path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: {exc}") from exc
-        yield Store(db, path)
-    finally:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES:d}")
+        db.execute("PRAGMA foreign_keys = ON")
+        if check:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+            if problems != ["ok"]:
+                raise _Corrupt(f"damaged: {problems[0] if problems else 'no answer'}")
+        _migrate(db, path)
+    except sqlite3.Error as exc:
         db.close()
+        if any(marker in str(exc).lower() for marker in _CORRUPT_MARKERS):
+            raise _Corrupt(str(exc)) from exc
+        raise StoreError(f"{path}: {_reason(exc)}") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the damaged database (and its WAL) to ``fanout.db.corrupt-<time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        for suffix in ("-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if suffix == "-shm":
+                extra.unlink(missing_ok=True)
+            elif extra.exists():
+                extra.rename(target.with_name(target.name + suffix))
+        path.rename(target)
+    except OSError as exc:
+        raise StoreError(f"{path}: corrupt, and cannot be moved aside: {_reason(exc)}") from exc
+    return target
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: an OSError's strerror, else the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class Store:
     """Run history in SQLite, and an EventSink. Get one from ``open_store``.
 
-    Readers raise ``sqlite3.Error`` if the database fails under them.
+    Readers raise ``StoreError`` if the database fails under them (damaged pages).
     """
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        *,
+        moved_aside: Path | None = None,
+        on_write_error: Callable[[StoreError], None] | None = None,
+    ) -> None:
         self._db = db
         self.path = path
+        self.moved_aside = moved_aside  # where a corrupt database was moved by open_store
+        self._on_write_error = on_write_error
         self._hostname = socket.gethostname()
-        self._log_paths: dict[str, LogPathFor] = {}
-        self.write_error: sqlite3.Error | None = None  # the first event that was not recorded
-
-    def begin_run(
-        self,
-        run_id: str,
-        inventory_path: PathArg,
-        inventory_sha256: str,
-        argv: Sequence[str],
-        *,
-        resumed_from: str | None = None,
-        log_path: LogPathFor | None = None,
-    ) -> None:
-        """Record what the events do not carry; call it before ``RunStarted`` is emitted.
-
-        ``log_path(host, step)`` names a step's log file, stored when the step starts.
-        Optional: without it a run records the event's inventory and no argv or hash.
-        Raises ``StoreError`` if the row cannot be written.
-        """
-        if log_path is not None:
-            self._log_paths[run_id] = log_path
-        params = (
-            run_id,
-            canonical_inventory_path(inventory_path),
-            inventory_sha256,
-            json.dumps(list(argv)),
-            time.time(),
-            resumed_from,
-            os.getpid(),
-            self._hostname,
-        )
-        try:
-            self._commit([(_BEGIN_RUN, params)])
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot record run {run_id}: {exc}") from exc
+        self.write_error: StoreError | None = None  # the first change that was not recorded
 
     def emit(self, event: Event) -> None:
         """Commit the row changes of one event before returning.
 
-        A database error (disk full, locked past the busy timeout) never reaches the
-        engine, so history trouble cannot fail a backup: the transaction is rolled
-        back and logged, the first error is kept in ``write_error`` for the CLI to
-        report, and later events are still attempted. Nothing here awaits, so
-        cancellation cannot interrupt it.
+        A database error (disk full, read-only, corrupt, locked past the busy timeout)
+        never raises into the engine: the transaction is rolled back and logged, the
+        first error is kept in ``write_error`` and passed to ``on_write_error`` (the
+        runner fires the cancel token: no step may start unrecorded), and later events
+        are still attempted. Nothing here awaits, so cancellation cannot interrupt it.
         """
         match event:
             case StepOutput() | HostConnected() | ConnectFailed() | CancelRequested():
@@ -375,8 +410,7 @@ class Store:
             case HostStarted():
                 stmts = [(_HOST_STARTED, (event.at, event.run_id, event.host))]
             case StepStarted():
-                paths = self._log_paths.get(event.run_id)
-                log = paths(event.host, event.step) if paths is not None else None
+                log = str(step_log_path(self.path.parent, event.run_id, event.host, event.step))
                 key = (event.run_id, event.host, event.step)
                 stmts = [(_STEP_STARTED, (*key, event.attempt, event.at, log))]
             case StepFinished():
@@ -394,22 +428,34 @@ class Store:
             case RunFinished():
                 outcome = run_outcome(event.exit_code).value
                 stmts = [(_RUN_FINISHED, (event.at, event.exit_code, outcome, event.run_id))]
-                self._log_paths.pop(event.run_id, None)
             case _:
                 assert_never(event)
         try:
             self._commit(stmts)
         except sqlite3.Error as exc:
             if self.write_error is None:
-                self.write_error = exc
-            _log.warning("run store %s: %s not recorded: %s", self.path, type(event).__name__, exc)
+                what = f"{event.run_id}: {type(event).__name__} not recorded"
+                self.write_error = StoreError(f"{self.path}: {what}: {_reason(exc)}")
+                self.write_error.__cause__ = exc
+                if self._on_write_error is not None:
+                    self._on_write_error(self.write_error)
+            _log.debug("run store %s: %s not recorded: %s", self.path, type(event).__name__, exc)
 
     def _plan(self, event: RunStarted) -> list[_Stmt]:
         run = event.run_id
         inventory = canonical_inventory_path(event.inventory)
-        stmts: list[_Stmt] = [
-            (_RUN_STARTED, (run, inventory, event.at, os.getpid(), self._hostname))
-        ]
+        meta: RunMeta = event.meta
+        started = (
+            run,
+            inventory,
+            meta.inventory_sha256,
+            json.dumps(list(meta.argv)),
+            event.at,
+            meta.resumed_from,
+            os.getpid(),
+            self._hostname,
+        )
+        stmts: list[_Stmt] = [(_RUN_STARTED, started)]
         for position, host in enumerate(event.hosts):
             params = (run, host.name, position, host.priority, host.address, host.oracle_sid)
             stmts.append((_PLAN_HOST, params))
@@ -426,12 +472,22 @@ class Store:
     ) -> list[RunSummary]:
         """Runs newest first, of one inventory or all, with host and step counts by status."""
         inventory = None if inventory_path is None else canonical_inventory_path(inventory_path)
-        rows = self._db.execute(
-            f"""SELECT {_RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR inventory_path = ?1
-                ORDER BY started_at DESC, rowid DESC LIMIT ?2""",
-            (inventory, limit),
-        ).fetchall()
-        return [self._summary(row) for row in rows]
+        with self._reading():
+            rows = self._db.execute(
+                f"""SELECT {_RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR inventory_path = ?1
+                    ORDER BY started_at DESC, rowid DESC LIMIT ?2""",
+                (inventory, limit),
+            ).fetchall()
+            return [self._summary(row) for row in rows]
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            corrupt = any(marker in str(exc).lower() for marker in _CORRUPT_MARKERS)
+            hint = _CORRUPT_HINT if corrupt else ""
+            raise StoreError(f"{self.path}: cannot read: {_reason(exc)}{hint}") from exc
 
     def latest_run(self, inventory_path: PathArg | None = None) -> RunSummary | None:
         """The newest run, of one inventory or of all."""
@@ -448,6 +504,10 @@ class Store:
 
     def run_detail(self, run_id: str) -> RunDetail | None:
         """The run with its hosts in dispatch order, each with its steps in order."""
+        with self._reading():
+            return self._run_detail(run_id)
+
+    def _run_detail(self, run_id: str) -> RunDetail | None:
         row = self._db.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
@@ -481,7 +541,7 @@ class Store:
         """
         detail = self.run_detail(run_id)
         if detail is None:
-            raise StoreError(f"{self.path}: no run {run_id!r}")
+            raise UsageError(f"no run {run_id!r} in {self.path}")
         plan: dict[str, tuple[ResumeStep, ...]] = {}
         for host in detail.hosts:
             todo = tuple(

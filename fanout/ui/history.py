@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 
+from fanout.escapes import make_visible
 from fanout.state import format_elapsed
 from fanout.store import HostRecord, RunDetail, RunOutcome, RunSummary, StepRecord
 
@@ -158,7 +159,7 @@ def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> s
     ]
     lines = [f"{key:<10} {value}" for key, value in header if value is not None]
     if not detail.hosts:
-        return "\n".join(lines) + "\n"
+        return "\n".join(map(make_visible, lines)) + "\n"
 
     name_w = max(len("HOST / STEP"), *(len(h.name) for h in detail.hosts))
     name_w = max(name_w, *(2 + len(s.step) for h in detail.hosts for s in h.steps), 0)
@@ -177,7 +178,7 @@ def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> s
             lines.append(f"      {host.cause}")
         for step in host.steps:
             lines.extend(_step_lines(step, live, now, row))
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(make_visible, lines)) + "\n"
 
 
 def _step_lines(step: StepRecord, live: bool, now: float, row: _Row) -> list[str]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import TextIO
 
-from fanout.events import Event, PlannedHost, StepOutput
+from fanout.events import Event, PlannedHost, RunMeta, StepOutput
 from fanout.state import format_instant
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
@@ -29,6 +29,8 @@ def event_name(event: Event) -> str:
 
 def _encode(name: str, value: object) -> JsonValue:
     match value:
+        case IntEnum():  # an ExitCode
+            return int(value)
         case Enum():
             return str(value.value)
         case float() if name == "at":
@@ -39,7 +41,7 @@ def _encode(name: str, value: object) -> JsonValue:
             return round(value, 3)
         case str() | int() | None:
             return value
-        case PlannedHost():
+        case PlannedHost() | RunMeta():
             return {
                 field.name: _encode(field.name, getattr(value, field.name))
                 for field in dataclasses.fields(value)

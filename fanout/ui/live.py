@@ -19,9 +19,10 @@ while they fit (SID and priority appear from about 100 columns). With more hosts
 rows, running and failed hosts come first, then the most recently finished; the rest
 fold into the counts line.
 
-``render`` is pure: state, size and clock in, a renderable out. ``LiveView`` is the
-EventSink that folds events into its ``RunState`` and, 4 times a second, a loop task
-renders it (``auto_refresh=False``: nothing but the loop thread touches the state).
+``render`` is pure: state, size and clock in, a renderable out. ``LiveView`` reads the
+runner's ``RunState`` (the one fold of the event stream, shared with the summary) and, 4
+times a second, a loop task renders it (``auto_refresh=False``: nothing but the loop
+thread touches the state).
 
 Keyboard: the tty on stdin is put in non-canonical mode with echo off (ISIG stays on, so
 Ctrl-C is still SIGINT for the runner's handler); ``loop.add_reader`` delivers bytes, a
@@ -170,9 +171,16 @@ class LiveView:
         refresh_per_second: float = 4.0,
         clock: Callable[[], float] = time.monotonic,
         keyboard_fd: int | None = -1,
+        state: RunState | None = None,
     ) -> None:
-        """``keyboard_fd``: -1 = stdin if it is a tty; None = no keyboard; else that tty fd."""
-        self.state = RunState(clock=clock)
+        """``keyboard_fd``: -1 = stdin if it is a tty; None = no keyboard; else that tty fd.
+
+        ``state``: the runner's ``RunState``, folded by the runner's sinks; the view only
+        reads it (on the loop thread) and ``emit`` does nothing. Without it the view folds
+        events into a state of its own.
+        """
+        self._owns_state = state is None
+        self.state = state if state is not None else RunState(clock=clock)
         self.state.run_id = run_id
         self.state.inventory = inventory
         self._token = token
@@ -197,7 +205,8 @@ class LiveView:
     # --------------------------------------------------------------- sink
 
     def emit(self, event: Event) -> None:
-        self.state.apply(event)
+        if self._owns_state:
+            self.state.apply(event)
 
     # --------------------------------------------------------------- lifecycle
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TextIO, assert_never
 
+from fanout.escapes import make_visible
 from fanout.events import (
     CancelReason,
     CancelRequested,
@@ -65,7 +66,7 @@ class PlainSink:
             self._write(event.at, line)
 
     def _write(self, at: float, text: str) -> None:
-        self._stream.write(f"{format_instant(at)} {text}\n")
+        self._stream.write(f"{format_instant(at)} {make_visible(text)}\n")
         self._stream.flush()
 
     def _describe(self, event: Event) -> tuple[str | None, bool]:
@@ -137,6 +138,8 @@ def _cancel_text(event: CancelRequested) -> str:
             text = "cancel requested by the operator"
         case CancelReason.SIGINT | CancelReason.SIGTERM:
             text = f"cancel requested: {event.reason} received"
+        case CancelReason.STORE:
+            text = "stopping: the run store cannot record the run"
         case _:
             assert_never(event.reason)
     if event.forced:

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fanout.errors import exit_meaning
+from fanout.escapes import make_visible
 from fanout.events import CancelReason
 from fanout.state import CellStatus, HostPhase, HostRow, RunState, StepCell, format_elapsed
 
@@ -42,20 +44,8 @@ CANCEL_TEXT: dict[CancelReason, str] = {
     CancelReason.OPERATOR: "by the operator (q/quit)",
     CancelReason.SIGINT: "by SIGINT (Ctrl-C)",
     CancelReason.SIGTERM: "by SIGTERM",
+    CancelReason.STORE: "because the run store could not record the run",
 }
-
-EXIT_MEANINGS: dict[int, str] = {
-    0: "every step succeeded",
-    1: "at least one step failed",
-    2: "usage or inventory error",
-    75: "another run holds the lock",
-    130: "cancelled by the operator",
-    143: "stopped by SIGTERM",
-}
-
-
-def exit_meaning(exit_code: int) -> str:
-    return EXIT_MEANINGS.get(exit_code, "unexpected exit code")
 
 
 def _status_word(status: str) -> str:
@@ -182,7 +172,7 @@ def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> st
         lines.extend(_wrap(label + ", ".join(not_started), WIDTH, hanging="    "))
     lines.append("")
     lines.extend(_totals(state, log_dir, exit_code))
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(make_visible, lines)) + "\n"
 
 
 def _labelled(label: str, text: str) -> list[str]:

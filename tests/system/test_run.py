@@ -40,7 +40,7 @@ PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
 # docs/json-events.md: every field of every event, in order.
 EVENT_FIELDS = {
-    "run_started": ["event", "run_id", "inventory", "hosts", "max_parallel", "at"],
+    "run_started": ["event", "run_id", "inventory", "hosts", "max_parallel", "at", "meta"],
     "host_started": ["event", "run_id", "host", "at"],
     "connect_failed": ["event", "run_id", "host", "attempt", "cause", "will_retry", "at"],
     "host_connected": ["event", "run_id", "host", "attempt", "at"],

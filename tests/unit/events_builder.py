@@ -26,6 +26,7 @@ from fanout.events import (
     HostStatus,
     PlannedHost,
     RunFinished,
+    RunMeta,
     RunStarted,
     StepFinished,
     StepOutput,
@@ -73,13 +74,14 @@ class Run:
         inventory: str = "nightly.yaml",
         max_parallel: int = 8,
         start: float = T0,
+        meta: RunMeta | None = None,
     ) -> None:
         self.run_id = run_id
         self.now = start
         self.start = start
         self.hosts = {host.name: host for host in hosts}
         self.events: list[Event] = [
-            RunStarted(run_id, inventory, tuple(hosts), max_parallel, start)
+            RunStarted(run_id, inventory, tuple(hosts), max_parallel, start, meta or RunMeta())
         ]
         self._host_started: dict[str, float] = {}
 

@@ -666,3 +666,24 @@ def test_connecting_and_retrying_rows_say_so() -> None:
     text = text_of(state, clock.now, width=120)
     assert "connect attempt 1 failed: connection refused" in line_with(text, "erp-prod")
     assert "↻ retry 2" in line_with(text, "crm-prod")
+
+
+def test_live_view_reads_the_runners_state_and_folds_nothing_itself() -> None:
+    """Given the runner's RunState, the view draws it and its emit folds nothing a second time."""
+    shared = RunState()
+    run = Run([planned("db01")])
+    run.host_started("db01")
+    view = LiveView(
+        run_id=run.run_id,
+        inventory="nightly.yaml",
+        token=CancelToken(),
+        cancel_host=lambda name: False,
+        console=Console(file=io.StringIO(), width=80, height=24, color_system=None),
+        keyboard_fd=None,
+        state=shared,
+    )
+    feed(view, run.events)
+    assert view.state is shared
+    assert shared.rows == {}  # the view did not fold: the runner's sink does that, once
+    feed(shared, run.events)
+    assert list(view.state.rows) == ["db01"]

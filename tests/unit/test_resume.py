@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fanout.errors import FanoutError
-from fanout.events import HostStatus, StepStatus
+from fanout.events import HostStatus, RunMeta, StepStatus
 from fanout.inventory import load_inventory
 from fanout.runner import Resume, plan_resume
 from fanout.store import open_store
@@ -26,7 +26,12 @@ hosts:
 def record_run(state: Path, inventory: Path, run_id: str, *, fail_b: bool) -> None:
     """Store a run of the three hosts: a ok; b's full failed (or ok); c never started."""
     inv = load_inventory(inventory)
-    run = Run([planned("a"), planned("b"), planned("c", priority=2)], run_id=run_id)
+    run = Run(
+        [planned("a"), planned("b"), planned("c", priority=2)],
+        run_id=run_id,
+        inventory=str(inv.path.resolve()),
+        meta=RunMeta(inv.sha256, ("fanout", "run")),
+    )
     run.host_ok("a", full=1, archivelog=1, controlfile=1)
     if fail_b:
         run.host_started("b")
@@ -42,7 +47,6 @@ def record_run(state: Path, inventory: Path, run_id: str, *, fail_b: bool) -> No
         run.host_ok("c", full=1, archivelog=1, controlfile=1)
         run.finish(exit_code=0)
     with open_store(state) as store:
-        store.begin_run(run_id, inv.path.resolve(), inv.sha256, ["fanout", "run"])
         feed(store, run.events)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import fanout
+from fanout.errors import UsageError
 from fanout.events import (
     CancelReason,
     CancelRequested,
@@ -31,6 +32,7 @@ from fanout.events import (
     HostStatus,
     PlannedHost,
     RunFinished,
+    RunMeta,
     RunStarted,
     StepFinished,
     StepOutput,
@@ -38,6 +40,7 @@ from fanout.events import (
     StepStatus,
     Stream,
 )
+from fanout.paths import step_log_path
 from fanout.store import (
     MIGRATIONS,
     HostRecord,
@@ -158,16 +161,14 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> str:
 # ---- events -> rows ---------------------------------------------------------------------------
 
 
+def _log(store: Store, host: str, step: str) -> str:
+    return str(step_log_path(store.path.parent, "r1", host, step))
+
+
 def test_events_become_rows(store: Store) -> None:
     """A hand-built night lands in runs, hosts and steps exactly as the events say."""
-    store.begin_run(
-        "r1",
-        INVENTORY,
-        "ab" * 32,
-        ["fanout", "run", INVENTORY],
-        log_path=lambda host, step: f"/logs/r1/{host}.{step}.log",
-    )
-    _emit_all(store, _night())
+    meta = RunMeta("ab" * 32, ("fanout", "run", INVENTORY))
+    _emit_all(store, [replace(e, meta=meta) if isinstance(e, RunStarted) else e for e in _night()])
     detail = store.run_detail("r1")
     assert detail is not None
     run = detail.run
@@ -187,13 +188,13 @@ def test_events_become_rows(store: Store) -> None:
     assert db02.cause == "ORA-19809: limit exceeded for recovery files"
     assert db02.steps == (
         StepRecord(
-            "full", 0, "failed", 2, T0 + 70, T0 + 250, 1, db02.cause, "/logs/r1/db02.full.log"
+            "full", 0, "failed", 2, T0 + 70, T0 + 250, 1, db02.cause, _log(store, "db02", "full")
         ),
         StepRecord("archivelog", 1, "skipped", 0, None, T0 + 250, None, None, None),
     )
     assert [(s.step, s.status, s.log_path) for s in detail.hosts[0].steps] == [
-        ("full", "ok", "/logs/r1/db01.full.log"),
-        ("archivelog", "ok", "/logs/r1/db01.archivelog.log"),
+        ("full", "ok", _log(store, "db01", "full")),
+        ("archivelog", "ok", _log(store, "db01", "archivelog")),
     ]
     assert detail.hosts[2].steps == (StepRecord("full", 0, "pending", 0, *[None] * 5),)
     assert store.write_error is None
@@ -252,12 +253,18 @@ def test_outcome_agrees_with_exit_code(store: Store, exit_code: int, outcome: st
     assert (run.outcome, run.exit_code) == (outcome, exit_code)
 
 
-def test_database_error_is_kept_not_raised(store: Store) -> None:
-    """An event the database rejects is rolled back and kept in write_error; later ones land."""
-    store.emit(StepStarted("nope", "ghost", "full", 1, "rman", T0))  # no such run or host
-    assert isinstance(store.write_error, sqlite3.IntegrityError)
-    store.emit(_plan())
-    assert store.latest_run() is not None
+def test_database_error_is_kept_not_raised(tmp_path: Path) -> None:
+    """A rejected event is rolled back, kept in write_error and reported once; later ones land."""
+    reported: list[StoreError] = []
+    with open_store(tmp_path, on_write_error=reported.append) as store:
+        store.emit(StepStarted("nope", "ghost", "full", 1, "rman", T0))  # no such run or host
+        store.emit(StepStarted("nope", "ghost", "arch", 1, "rman", T0))
+        assert isinstance(store.write_error, StoreError)
+        assert isinstance(store.write_error.__cause__, sqlite3.IntegrityError)
+        assert "StepStarted not recorded" in str(store.write_error)
+        assert reported == [store.write_error]
+        store.emit(_plan())
+        assert store.latest_run() is not None
 
 
 def test_sigkill_loses_no_committed_step(tmp_path: Path) -> None:
@@ -267,7 +274,6 @@ def test_sigkill_loses_no_committed_step(tmp_path: Path) -> None:
         from fanout.events import *
         from fanout.store import open_store
         with open_store(sys.argv[1]) as store:
-            store.begin_run("r1", {INVENTORY!r}, "00", ["fanout"])
             store.emit(RunStarted("r1", {INVENTORY!r},
                 (PlannedHost("db01", 1, "P1", "h1", ("full", "archivelog", "controlfile")),),
                 1, 1.0))
@@ -432,7 +438,7 @@ def test_resume_plan_lists_every_step_not_ok(store: Store) -> None:
     }
     assert list(plan) == ["b", "c", "d"]
     assert [s.possibly_running for s in plan["c"]] == [False, True]
-    with pytest.raises(StoreError, match="no run 'zz'"):
+    with pytest.raises(UsageError, match="no run 'zz'"):
         store.resume_plan("zz")
 
 
