@@ -36,6 +36,7 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     HostStatus,
+    OrphanUnconfirmed,
     PlannedHost,
     RunFinished,
     RunStarted,
@@ -48,7 +49,7 @@ from fanout.events import (
 from fanout.model import Host, OnFailure, format_duration
 from fanout.rman import Transcript, step_cause
 from fanout.steps import RenderedStep
-from fanout.transport.base import RemoteProcess, RemoteSignal, Session, Transport
+from fanout.transport.base import OrphanWatch, RemoteProcess, RemoteSignal, Session, Transport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -100,6 +101,7 @@ class Engine:
         retry_delay: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        orphans: OrphanWatch | None = None,
     ) -> None:
         self.run_id = run_id
         self._inventory = inventory
@@ -115,6 +117,8 @@ class Engine:
         self._clock = clock
         self._wall = wall
         self._host_status: dict[str, HostStatus] = {}
+        self._orphans = orphans  # remote groups a lost connection left: waited for at the end
+        self._unconfirmed = 0
         # One token per host: the run's token fans out to all of them, and
         # cancel_host() fires just one (the live table's `cancel HOST`).
         self._host_tokens = {t.host.name: CancelToken() for t in self._targets}
@@ -164,6 +168,14 @@ class Engine:
                 dispatched += 1
             for target in self._targets[dispatched:]:
                 self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
+        if self._orphans is not None:  # bounded by the transport's orphan_timeout
+            for orphan in await self._orphans.wait_orphans():
+                self._unconfirmed += 1
+                self._sink.emit(
+                    OrphanUnconfirmed(
+                        self.run_id, orphan.host, orphan.pgid, orphan.reason, self._wall()
+                    )
+                )
         exit_code = self.exit_code()
         self._sink.emit(
             RunFinished(
@@ -194,8 +206,8 @@ class Engine:
     def exit_code(self) -> int:
         if self._token.fired:
             return EXIT_TERMINATED if self._token.reason is CancelReason.SIGTERM else EXIT_CANCELLED
-        if any(s is not HostStatus.OK for s in self._host_status.values()):
-            return EXIT_FAILED
+        if self._unconfirmed or any(s is not HostStatus.OK for s in self._host_status.values()):
+            return EXIT_FAILED  # a backup failed, or one may still be running
         return EXIT_OK
 
     async def _wait_for_slot(self, slots: asyncio.Semaphore) -> bool:

@@ -187,8 +187,9 @@ def host(server: Server, keys: Keys, tmp_path: Path) -> Host:
 def transport() -> SshTransport:
     """A transport with short clean-up timings."""
     return SshTransport(
-        reconnect_attempts=2,
+        orphan_timeout=1.0,
         reconnect_backoff=0.05,
+        reconnect_backoff_max=0.2,
         orphan_grace=2.0,
         start_timeout=5.0,
         command_timeout=5.0,
