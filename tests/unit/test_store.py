@@ -677,7 +677,7 @@ def test_json_shapes() -> None:
         None,
     )
     shown = show_json(DETAIL, now=T0)
-    assert set(shown) == {"run", "hosts"}
+    assert set(shown) == {"run", "hosts", "may_still_be_running"}
     hosts = shown["hosts"]
     assert isinstance(hosts, list)
     assert [h["name"] for h in hosts] == ["db01", "db02", "db03-standby"]
