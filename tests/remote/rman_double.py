@@ -45,6 +45,9 @@ Keys (all optional):
     datafiles    int, datafiles listed in a database backup set (default 4)
     prompts      bool, print ``RMAN> 2> 3>`` prompts, as rman does for stdin (default true)
     max_seconds  float, safety net: any invocation ends (status 1) after this long (default 600)
+    survive_epipe bool, keep running when stdout is gone (default false): once a write fails with
+                 EPIPE, output is dropped and the behaviour goes on, as rman writing a long backup
+                 piece does when its SSH session dies
 
 Unknown keys are ignored; a missing or broken double.json means the defaults. Without ORACLE_SID
 the double fails the way rman does (RMAN-04005 / ORA-12162).
@@ -109,6 +112,7 @@ DEFAULTS: dict[str, Any] = {
     "datafiles": 4,
     "prompts": True,
     "max_seconds": 600.0,
+    "survive_epipe": False,
 }
 BANNER_RULE = "==========================================================="
 ERROR_BANNER = (
@@ -153,11 +157,22 @@ class Run:
 # -- output -------------------------------------------------------------------------------------
 
 
+STDOUT = {"survive_epipe": False, "gone": False}  # survive_epipe: see the module docstring
+
+
 def out(text: str) -> None:
     """Write straight to fd 1 (no buffer to corrupt when a signal handler unwinds a write)."""
+    if STDOUT["gone"]:
+        return
     data = text.encode()
     while data:
-        written = os.write(1, data)
+        try:
+            written = os.write(1, data)
+        except BrokenPipeError:
+            if not STDOUT["survive_epipe"]:
+                raise
+            STDOUT["gone"] = True
+            return
         data = data[written:]
 
 
@@ -549,6 +564,7 @@ def main() -> int:
             cfg["behaviour"] = "fail"
         run = Run(home=home, sid=record["sid"], script=script, kind=kind, cfg=cfg)
         run.deadline = time.monotonic() + float(cfg["max_seconds"])
+        STDOUT["survive_epipe"] = bool(cfg["survive_epipe"])
         if cfg["child"]:
             import subprocess
 
