@@ -196,3 +196,38 @@ def test_sshd_down_past_orphan_timeout_names_the_orphan(
     shown = run_fanout(home, "show", "--state-dir", tmp_path / "state", timeout=30)
     assert shown.returncode == 0, shown.stderr
     assert orphan in shown.stdout
+
+
+def test_frozen_session_is_noticed_by_keepalives_and_its_rman_stopped(
+    private_sshd: PrivateSshd, oracle_home: Path, tmp_path: Path
+) -> None:
+    """keepalive 1s x 2: a frozen sshd session (SIGSTOP) fails the one-minute step `connection
+    lost` long before it would end, and its rman is stopped over a new connection."""
+    configure_double(oracle_home, {"ERP": {"full": SURVIVOR}})
+    inventory = write_inventory(
+        tmp_path,
+        private_sshd.server,
+        oracle_home,
+        [{"sid": "ERP", "steps": ["full"]}],
+        keepalive_interval="1s",
+        keepalive_count_max=2,
+    )
+    before = set(private_sshd.server.session_pids())
+    argv = fanout_argv("run", inventory, "--json")
+    with Background(argv, cwd=REPO, env=fanout_env(tmp_path / "home")) as run:
+        record = full_started(oracle_home)
+        (session,) = wait_until(
+            lambda: set(private_sshd.server.session_pids()) - before, what="its sshd"
+        )
+        os.kill(session, signal.SIGSTOP)  # fault injection: the peer stops answering
+        frozen = time.monotonic()
+        try:
+            status, out, err = run.finish(timeout=30)  # the step itself would run 60 s
+        finally:
+            os.kill(session, signal.SIGCONT)
+    print(f"frozen session -> step failed: {time.monotonic() - frozen:.1f}s")
+    steps = final_steps(json_events(out))
+    assert status == 1, err
+    assert steps["full"]["cause"].startswith("connection lost to "), steps["full"]["cause"]
+    assert f"process group {record['pgid']} was stopped" in steps["full"]["cause"]
+    assert remote_processes(oracle_home) == []
