@@ -452,8 +452,8 @@ class Engine:
             await proc.signal(sig)
             if grace is None:
                 break
-            waits = [exited.wait()] if token.forced else [exited.wait(), token.wait_forced()]
-            await _wait_any(waits, within=grace)
+            # wait_forced() returns at once if the token was forced while this signal was sent
+            await _wait_any([exited.wait(), token.wait_forced()], within=grace)
         await exited.wait()
 
     async def _kill_quietly(self, proc: RemoteProcess) -> None:
