@@ -204,7 +204,26 @@ class OrphanStopper:
         ]
 
     async def _retry(self, host: Host) -> None:
-        """Reconnect with backoff until the host's list is empty or every deadline passed."""
+        """Reconnect with backoff until the host's list is empty or every deadline passed.
+
+        However it ends (a bug, the loop shutting down), no waiter is left waiting.
+        """
+        try:
+            await self._retry_until_settled(host)
+        except Exception as exc:  # a bug: report it as the groups' failure, never hang a waiter
+            log.exception("orphan clean-up on %s failed", host.name)
+            self._give_up(host, f"clean-up failed: {exc!r}")
+        except BaseException:
+            self._give_up(host, "clean-up cancelled")
+            raise
+
+    def _give_up(self, host: Host, why: str) -> None:
+        for group in self._lists.get(host.name, ()):
+            if not group.settled.is_set():
+                group.failure = why
+                group.settled.set()
+
+    async def _retry_until_settled(self, host: Host) -> None:
         delay = self.backoff
         while True:
             self._expire(host)
