@@ -29,6 +29,8 @@ def tests_asyncssh_floor(session: nox.Session) -> None:
         "tests/system/test_orphans.py",
         "tests/system/test_cancel.py",
         "tests/system/test_proxyjump.py",
+        "-k",
+        "not 50_hosts",  # the fleet-scale cancel runs once, in `tests`: CI stays under 10 min
         *session.posargs,
         env={"TERM": "dumb"},
     )
