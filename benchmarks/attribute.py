@@ -41,7 +41,7 @@ def preload_keys() -> None:
     """Wrap asyncssh.connect as fanout's transport sees it: key paths become parsed keys."""
     import asyncssh
 
-    from fanout.transport import ssh
+    from fanout.transport import connect as ssh  # the module that calls asyncssh.connect
 
     cache: dict[str, asyncssh.SSHKey] = {}
     real = asyncssh.connect

@@ -36,6 +36,7 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     HostStatus,
+    OrphanUnconfirmed,
     PlannedHost,
     RunFinished,
     RunMeta,
@@ -49,7 +50,7 @@ from fanout.events import (
 from fanout.model import Host, OnFailure, format_duration
 from fanout.rman import Transcript, step_cause
 from fanout.steps import RenderedStep
-from fanout.transport.base import RemoteProcess, RemoteSignal, Session, Transport
+from fanout.transport.base import OrphanWatch, RemoteProcess, RemoteSignal, Session, Transport
 
 # what a fired token's reason makes the run's exit code
 _CANCEL_EXIT = {
@@ -103,6 +104,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         meta: RunMeta | None = None,
+        orphans: OrphanWatch | None = None,
     ) -> None:
         self.run_id = run_id
         self._meta = meta or RunMeta()
@@ -119,6 +121,8 @@ class Engine:
         self._clock = clock
         self._wall = wall
         self._host_status: dict[str, HostStatus] = {}
+        self._orphans = orphans  # remote groups a lost connection left: waited for at the end
+        self._unconfirmed = 0
         # One token per host: the run's token fans out to all of them, and
         # cancel_host() fires just one (the live table's `cancel HOST`).
         self._host_tokens = {t.host.name: CancelToken() for t in self._targets}
@@ -169,6 +173,14 @@ class Engine:
                 dispatched += 1
             for target in self._targets[dispatched:]:
                 self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
+        if self._orphans is not None:  # bounded by the transport's orphan_timeout
+            for orphan in await self._orphans.wait_orphans():
+                self._unconfirmed += 1
+                self._sink.emit(
+                    OrphanUnconfirmed(
+                        self.run_id, orphan.host, orphan.pgid, orphan.reason, self._wall()
+                    )
+                )
         exit_code = self.exit_code()
         self._sink.emit(
             RunFinished(
@@ -199,8 +211,8 @@ class Engine:
     def exit_code(self) -> ExitCode:
         if self._token.fired and self._token.reason is not None:
             return _CANCEL_EXIT[self._token.reason]
-        if any(s is not HostStatus.OK for s in self._host_status.values()):
-            return ExitCode.FAILED
+        if self._unconfirmed or any(s is not HostStatus.OK for s in self._host_status.values()):
+            return ExitCode.FAILED  # a backup failed, or one may still be running
         return ExitCode.OK
 
     async def _wait_for_slot(self, slots: asyncio.Semaphore) -> bool:
@@ -447,8 +459,8 @@ class Engine:
             await proc.signal(sig)
             if grace is None:
                 break
-            waits = [exited.wait()] if token.forced else [exited.wait(), token.wait_forced()]
-            await _wait_any(waits, within=grace)
+            # wait_forced() returns at once if the token was forced while this signal was sent
+            await _wait_any([exited.wait(), token.wait_forced()], within=grace)
         await exited.wait()
 
     async def _kill_quietly(self, proc: RemoteProcess) -> None:

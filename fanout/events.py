@@ -158,6 +158,18 @@ class CancelRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class OrphanUnconfirmed:
+    """At the end of the run: a remote process group fanout started (its connection was lost)
+    that it could not confirm stopped within ``orphan_timeout``: it may still be running."""
+
+    run_id: str
+    host: str
+    pgid: int
+    cause: str  # one line: why it is unconfirmed
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     run_id: str
     exit_code: int
@@ -176,6 +188,7 @@ Event = (
     | StepFinished
     | HostFinished
     | CancelRequested
+    | OrphanUnconfirmed
     | RunFinished
 )
 

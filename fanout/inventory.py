@@ -259,8 +259,18 @@ class _Reader:
             self.fail(node, path, f"expected an absolute path on the database host, got {value!r}")
         return value
 
-    def user(self, node: yaml.Node, path: str) -> str:
+    def user(self, node: yaml.Node, path: str) -> str | None:
+        if node.tag == _NULL:
+            return None  # defer to the ssh config (overrides a user from defaults)
         return self.matching(node, path, _USER, "a POSIX user name")
+
+    def ssh_port(self, node: yaml.Node, path: str) -> int | None:
+        if node.tag == _NULL:
+            return None  # defer to the ssh config (overrides a port from defaults)
+        return self.integer(node, path, "a port number (1-65535)", 1, 65535)
+
+    def keepalive(self, node: yaml.Node, path: str) -> float:
+        return self.duration(node, path, allow_zero=True)  # 0: no keepalives
 
     def names(self, node: yaml.Node, path: str, what: str) -> list[tuple[str, yaml.Node, str]]:
         """A list of distinct names, each with its node and key path."""
@@ -395,11 +405,12 @@ _SETTINGS: _Parsers = {
     "cancel_grace": _Reader.grace,
     "state_dir": _Reader.local_path,
     "max_connecting": _Reader.parallel,
+    "orphan_timeout": _Reader.timeout,
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {
     "user": _Reader.user,
-    "port": _Reader.port,
+    "port": _Reader.ssh_port,
     "oracle_home": _Reader.oracle_home,
     "lock_dir": _Reader.oracle_home,  # also an absolute path on the database host
     "identity_file": _Reader.local_path,
@@ -409,6 +420,8 @@ _INHERITED: _Parsers = {
     "retries": _Reader.count,
     "connect_retries": _Reader.count,
     "connect_timeout": _Reader.timeout,
+    "keepalive_interval": _Reader.keepalive,
+    "keepalive_count_max": _Reader.positive,
     "steps": _Reader.step_names,
     "tags": _Reader.tags,
 }

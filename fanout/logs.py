@@ -55,6 +55,7 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     HostStatus,
+    OrphanUnconfirmed,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -159,6 +160,9 @@ class LogSink:
                 self._finish_host(event)
             case CancelRequested():
                 pass
+            case OrphanUnconfirmed():
+                text = f"may still be running: pgid {event.pgid} ({event.cause})"
+                self._host_line(event.run_id, event.host, event.at, text)
             case RunFinished():
                 self.close()
             case _:

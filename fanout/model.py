@@ -49,6 +49,9 @@ class Settings:
     cancel_grace: float = 60.0  # seconds rman gets to abort after SIGINT before SIGTERM
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/fanout or ~/.local/state/fanout
     max_connecting: int = 128  # SSH handshakes in flight at once (they cost CPU on both ends)
+    # How long fanout keeps trying to stop a remote process group left running by a lost
+    # connection (long enough to ride out an sshd restart); later connections still try first.
+    orphan_timeout: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class Host:
     retries: int = 0  # extra attempts for a failed step
     connect_retries: int = 2  # extra attempts for transient connection failures
     connect_timeout: float = 30.0
+    keepalive_interval: float = 15.0  # seconds between SSH keepalives; 0 turns them off
+    keepalive_count_max: int = 3  # unanswered keepalives before the link counts as dead
     index: int = 0  # position in the file: breaks priority ties
 
 

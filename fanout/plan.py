@@ -1,4 +1,9 @@
-"""`fanout plan`: the dispatch order and, optionally, each step's exact command and script."""
+"""`fanout plan`: the dispatch order and, optionally, each step's exact command and script.
+
+Each host's SSH destination is shown as it will really be used: user, address and port after
+the ssh config (``HostName``, ``User``, ``Port``) and the ``ProxyJump`` chain, resolved with
+asyncssh's own config parser, without connecting.
+"""
 
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
         f"max_parallel {s.max_parallel}, cancel_grace {format_duration(s.cancel_grace)}",
         "",
     ]
-    rows = [("#", "PRI", "HOST", "SID", "ADDRESS", "STEPS")]
-    rows += [
-        (str(i), str(h.priority), h.name, h.oracle_sid, _address(h), ", ".join(h.steps))
-        for i, h in enumerate(selected, 1)
-    ]
+    rows = [("#", "PRI", "HOST", "SID", "SSH", "VIA", "STEPS")]
+    trust: dict[str, None] = {}
+    for i, h in enumerate(selected, 1):
+        ssh, via, known = _ssh(h)
+        trust[known] = None
+        rows.append((str(i), str(h.priority), h.name, h.oracle_sid, ssh, via, ", ".join(h.steps)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     right = {0, 1}
     for row in rows:
@@ -48,6 +54,7 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
             for c, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    lines += ["", f"Host keys (every hop): {', '.join(trust)}"]
     if show_scripts:
         run_id = new_run_id()
         lines += ["", f"Scripts (rendered for run id {run_id}; each run gets its own):"]
@@ -67,6 +74,15 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
     return "\n".join(lines) + "\n"
 
 
-def _address(host: Host) -> str:
-    target = f"{host.user}@{host.address}" if host.user else host.address
-    return f"{target}:{host.port}" if host.port else target
+def _ssh(host: Host) -> tuple[str, str, str]:
+    """(user@address:port, jump chain or "-", known_hosts) as the connection will use them."""
+    from fanout.errors import TransportError
+    from fanout.transport.connect import known_hosts_path, resolve
+
+    try:
+        where = resolve(host)
+    except TransportError as exc:  # shown, not fatal: `run` reports it for this host
+        target = f"{host.user}@{host.address}" if host.user else host.address
+        return f"{target}:{host.port or 22} ({exc.reason})", "-", str(known_hosts_path(host))
+    via = ",".join(where.jumps) or "-"
+    return f"{where.user}@{where.hostname}:{where.port}", via, str(where.known_hosts)

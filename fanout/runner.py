@@ -205,11 +205,16 @@ async def _run(
             sink.emit(CancelRequested(run_id, reason, forced, at=_now()))
 
         token.add_listener(on_cancel)
+        transport = SshTransport(
+            max_connecting=inventory.settings.max_connecting,
+            orphan_timeout=inventory.settings.orphan_timeout,
+        )
         engine = Engine(
             run_id=run_id,
             inventory=str(inventory.path),
             targets=targets,
-            transport=SshTransport(max_connecting=inventory.settings.max_connecting),
+            transport=transport,
+            orphans=transport,
             sink=sink,
             token=token,
             max_parallel=options.max_parallel or inventory.settings.max_parallel,

@@ -30,6 +30,7 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     HostStatus,
+    OrphanUnconfirmed,
     PlannedHost,
     RunFinished,
     RunStarted,
@@ -267,6 +268,7 @@ class RunState:
         self.cancel: CancelRequested | None = None  # the latest cancel request
         self.finished: RunFinished | None = None
         self.rows: dict[str, HostRow] = {}  # dispatch order
+        self.orphans: list[OrphanUnconfirmed] = []  # remote groups that may still be running
         self._finished_hosts = 0
 
     # ------------------------------------------------------------------ fold
@@ -335,6 +337,8 @@ class RunState:
                 self._finish_host(event)
             case CancelRequested():
                 self.cancel = event
+            case OrphanUnconfirmed():
+                self.orphans.append(event)
             case RunFinished():
                 self.finished = event
             case _:

@@ -46,6 +46,7 @@ from fanout.events import (
     HostConnected,
     HostFinished,
     HostStarted,
+    OrphanUnconfirmed,
     RunFinished,
     RunMeta,
     RunStarted,
@@ -59,6 +60,7 @@ from fanout.paths import step_log_path
 __all__ = [
     "MIGRATIONS",
     "HostRecord",
+    "OrphanRecord",
     "ResumeStep",
     "RunDetail",
     "RunOutcome",
@@ -134,7 +136,18 @@ def _migrate_v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_by_inventory ON runs (inventory_path, started_at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1, _migrate_v2)
+def _migrate_v3(db: sqlite3.Connection) -> None:
+    """orphans: remote process groups a run could not confirm stopped (``may still be running``)."""
+    db.execute("""CREATE TABLE orphans (
+        run_id TEXT NOT NULL REFERENCES runs (id), host TEXT NOT NULL, pgid INTEGER NOT NULL,
+        cause TEXT, at REAL NOT NULL, PRIMARY KEY (run_id, host, pgid))""")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+)
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -213,6 +226,16 @@ class HostRecord:
 class RunDetail:
     run: RunSummary
     hosts: tuple[HostRecord, ...]
+    orphans: tuple[OrphanRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRecord:
+    """A remote process group the run could not confirm stopped: it may still be running."""
+
+    host: str
+    pgid: int
+    cause: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +256,8 @@ class ResumeStep:
 
 # ---- SQL written per event --------------------------------------------------------------------
 
+_ORPHAN = """INSERT OR REPLACE INTO orphans (run_id, host, pgid, cause, at)
+    VALUES (?, ?, ?, ?, ?)"""
 _RUN_STARTED = """INSERT INTO runs (id, inventory_path, inventory_sha256, argv, started_at,
         resumed_from, pid, hostname) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, outcome = 'running',
@@ -425,6 +450,9 @@ class Store:
             case HostFinished():
                 params = (event.status.value, event.cause, event.at, event.run_id, event.host)
                 stmts = [(_HOST_FINISHED, params)]
+            case OrphanUnconfirmed():
+                orphan = (event.run_id, event.host, event.pgid, event.cause, event.at)
+                stmts = [(_ORPHAN, orphan)]
             case RunFinished():
                 outcome = run_outcome(event.exit_code).value
                 stmts = [(_RUN_FINISHED, (event.at, event.exit_code, outcome, event.run_id))]
@@ -530,7 +558,14 @@ class Store:
                 (run_id,),
             )
         )
-        return RunDetail(self._summary(row), hosts)
+        orphans = tuple(
+            OrphanRecord(*fields)
+            for fields in self._db.execute(
+                "SELECT host, pgid, cause FROM orphans WHERE run_id = ? ORDER BY at, host",
+                (run_id,),
+            )
+        )
+        return RunDetail(self._summary(row), hosts, orphans)
 
     def resume_plan(self, run_id: str) -> dict[str, tuple[ResumeStep, ...]]:
         """Host -> its steps that are not 'ok', in order; hosts in dispatch order.

@@ -36,6 +36,8 @@ the script is: ``full`` (DATABASE), ``archivelog``, ``controlfile`` (CONTROLFILE
     child        spawn one sleeping child in the process group (a "channel process")
     datafiles    datafiles in a database backup set (4)
     max_seconds  bounded lifetime: any invocation ends (status 1) after this long (600)
+    survive_epipe  keep going when stdout is gone (EPIPE): output is dropped, the behaviour
+                 goes on (rman writing a long piece after its SSH session died)
 
 Without ORACLE_SID it fails as rman does (RMAN-04005 / ORA-12162). If ``$FANOUT_SIM_CONTROL``
 names a pipe to the simulated fleet, the fake also ends (``orphaned``) once the fleet is gone.
@@ -125,6 +127,7 @@ DEFAULTS: dict[str, Any] = {
     "child": False,
     "datafiles": 4,
     "max_seconds": 600.0,
+    "survive_epipe": False,
 }
 CANCELLED = (
     "RMAN-03099: job cancelled at user request",
@@ -165,6 +168,7 @@ class Run:
         self.child: subprocess.Popen[bytes] | None = None
         self.total = 1.0  # the transcript's total weight
         self.deadline = time.monotonic() + float(cfg["max_seconds"])
+        STDOUT["survive_epipe"] = bool(cfg["survive_epipe"])
         control = os.environ.get(CONTROL_ENV, "")
         self.control = int(control) if control.isdigit() else None
 
@@ -172,11 +176,27 @@ class Run:
 # -- output and dates ---------------------------------------------------------------------------
 
 
+STDOUT = {"survive_epipe": False, "gone": False}
+
+
 def out(text: str) -> None:
-    """Straight to fd 1: no buffer for a signal handler to leave half written."""
+    """Straight to fd 1: no buffer for a signal handler to leave half written.
+
+    With ``survive_epipe``, a write that finds stdout gone (EPIPE) drops this and all later
+    output and lets the behaviour go on, as rman writing a long piece does after its SSH
+    session died.
+    """
+    if STDOUT["gone"]:
+        return
     data = text.encode()
     while data:
-        data = data[os.write(1, data) :]
+        try:
+            data = data[os.write(1, data) :]
+        except BrokenPipeError:
+            if not STDOUT["survive_epipe"]:
+                raise
+            STDOUT["gone"] = True
+            return
 
 
 def say(*lines: str) -> None:

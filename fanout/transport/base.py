@@ -17,6 +17,8 @@ Remote process contract (what every implementation must guarantee):
   signal ``n``). If the connection dies first, it raises ``ConnectionLost`` —
   but only after making a bounded effort (reconnecting) to stop the orphaned
   remote process group, so a network blip never leaves a backup running.
+* A group that could not be confirmed stopped is an ``Orphan``; ``OrphanWatch``
+  (the SSH transport) returns those still unconfirmed at the end of the run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ class RemoteSignal(StrEnum):
 class OutputLine:
     stream: Stream
     text: str  # without the trailing newline
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A remote process group fanout started and could not confirm stopped."""
+
+    host: str
+    pgid: int
+    reason: str  # one line: why it is unconfirmed
+
+
+class OrphanWatch(Protocol):
+    async def wait_orphans(self) -> list[Orphan]:
+        """Wait (bounded) for the clean-ups under way; the groups still unconfirmed."""
+        ...
 
 
 class RemoteProcess(Protocol):

@@ -158,6 +158,7 @@ def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> s
         ("hosts", counts or _NONE),
     ]
     lines = [f"{key:<10} {value}" for key, value in header if value is not None]
+    lines += [f"may still be running: {o.host} pgid {o.pgid}" for o in detail.orphans]
     if not detail.hosts:
         return "\n".join(map(make_visible, lines)) + "\n"
 
@@ -202,6 +203,9 @@ def show_json(detail: RunDetail, *, now: float) -> dict[str, object]:
     return {
         "run": run_json(detail.run, now=now),
         "hosts": [_host_json(h, live, now) for h in detail.hosts],
+        "may_still_be_running": [
+            {"host": o.host, "pgid": o.pgid, "cause": o.cause} for o in detail.orphans
+        ],
     }
 
 

@@ -33,6 +33,7 @@ from fanout.events import (
     HostFinished,
     HostStarted,
     HostStatus,
+    OrphanUnconfirmed,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -100,6 +101,8 @@ class PlainSink:
                 return self._host_finished(event)
             case CancelRequested():
                 return _cancel_text(event), False
+            case OrphanUnconfirmed():
+                return f"may still be running: {event.host} pgid {event.pgid} ({event.cause})", True
             case RunFinished():
                 duration = format_elapsed(event.duration)
                 text = f"fanout run {event.run_id} finished in {duration}, exit {event.exit_code}"

@@ -77,8 +77,15 @@ def summary_line(state: RunState, exit_code: int) -> str:
         parts.append(f"{counts.not_started} not started")
     if counts.active or counts.queued:  # only before the run has finished
         parts.append(f"{counts.active} running, {counts.queued} queued")
+    if state.orphans:
+        parts.append(f"{len(state.orphans)} may still be running")
     duration = format_elapsed(state.duration)
     return f"fanout run {state.run_id}: {', '.join(parts)} in {duration} — exit {exit_code}"
+
+
+def orphan_lines(state: RunState) -> list[str]:
+    """``may still be running: <host> pgid <n>``, one per remote group left unconfirmed."""
+    return [f"may still be running: {o.host} pgid {o.pgid}" for o in state.orphans]
 
 
 # ------------------------------------------------------------------ plain text
@@ -170,6 +177,7 @@ def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> st
     if not_started:
         label = f"Not started ({len(not_started)}): "
         lines.extend(_wrap(label + ", ".join(not_started), WIDTH, hanging="    "))
+    lines.extend(orphan_lines(state))
     lines.append("")
     lines.extend(_totals(state, log_dir, exit_code))
     return "\n".join(map(make_visible, lines)) + "\n"
@@ -235,6 +243,8 @@ def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> Ta
         f" {steps.cancelled} cancelled · {steps.skipped} skipped\n"
         f"logs {log_dir}\nexit {exit_code}: {exit_meaning(exit_code)}"
     )
+    if state.orphans:
+        caption = "\n".join([*orphan_lines(state), caption])
     table = Table(
         title=f"fanout run {state.run_id} · {format_elapsed(state.duration)}",
         caption=caption,

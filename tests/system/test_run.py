@@ -584,8 +584,8 @@ def test_flood_of_output_reaches_the_log_file_whole(flooded: Flooded) -> None:
 
 
 def test_flood_of_output_keeps_fanout_memory_bounded(flooded: Flooded) -> None:
-    """fanout's peak RSS grows by less than half the output size while ~50 MB stream through."""
+    """fanout's peak RSS grows by under 8 MiB while ~50 MB stream through (SSH window = read)."""
     assert flooded.status == 0, flooded.stderr
     growth_mib = (flooded.peak_kib - flooded.baseline_kib) / 1024
     print(f"peak RSS {flooded.peak_kib / 1024:.0f} MiB, baseline {flooded.baseline_kib / 1024:.0f}")
-    assert growth_mib < FLOOD_MB / 2
+    assert growth_mib < 8

@@ -130,13 +130,11 @@ def _serve(server: Server) -> Callable[[asyncssh.SSHServerProcess[bytes]], Await
     return handle
 
 
-@pytest.fixture
-async def server(keys: Keys) -> AsyncIterator[Server]:
-    """An asyncssh server on 127.0.0.1:<free port> accepting ``keys.client`` for any user."""
-    srv = Server(port=0)
-    acceptor = await asyncssh.listen(
+async def _listen(srv: Server, keys: Keys) -> None:
+    """Start (or restart, on the same port) the server's acceptor."""
+    srv.acceptor = await asyncssh.listen(
         "127.0.0.1",
-        0,
+        srv.port,
         server_factory=lambda: _Recorder(srv),
         server_host_keys=[keys.host],
         authorized_client_keys=asyncssh.import_authorized_keys(
@@ -144,13 +142,22 @@ async def server(keys: Keys) -> AsyncIterator[Server]:
         ),
         process_factory=_serve(srv),
         encoding=None,
+        reuse_address=True,
     )
-    srv.acceptor, srv.port = acceptor, acceptor.get_port()
+    srv.port = srv.acceptor.get_port()
+
+
+@pytest.fixture
+async def server(keys: Keys) -> AsyncIterator[Server]:
+    """An asyncssh server on 127.0.0.1:<free port> accepting ``keys.client`` for any user."""
+    srv = Server(port=0)
+    await _listen(srv, keys)
     try:
         yield srv
     finally:
-        acceptor.close()
-        await acceptor.wait_closed()
+        assert srv.acceptor is not None
+        srv.acceptor.close()
+        await srv.acceptor.wait_closed()
         for pid in srv.spawned:  # hygiene only: tests assert on leftovers themselves
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -187,8 +194,9 @@ def host(server: Server, keys: Keys, tmp_path: Path) -> Host:
 def transport() -> SshTransport:
     """A transport with short clean-up timings."""
     return SshTransport(
-        reconnect_attempts=2,
+        orphan_timeout=1.0,
         reconnect_backoff=0.05,
+        reconnect_backoff_max=0.2,
         orphan_grace=2.0,
         start_timeout=5.0,
         command_timeout=5.0,
@@ -474,6 +482,31 @@ async def test_unreachable_after_drop_says_the_group_may_still_run(
         with pytest.raises(ConnectionLost, match=r"may still be running.*connection refused"):
             async with asyncio.timeout(10):
                 await proc.wait()
+    (orphan,) = await transport.wait_orphans()
+    assert (orphan.host, orphan.pgid) == ("db1", proc.pgid)
+
+
+async def test_a_later_connection_stops_a_listed_orphan_first(
+    transport: SshTransport, host: Host, server: Server, keys: Keys
+) -> None:
+    """A group left unconfirmed (server down past orphan_timeout) is stopped by the host's next
+    connection before the session is handed out; then nothing is left to report."""
+    async with transport.open_session(host) as session:
+        proc = await session.start("sleep 1000", None)
+        assert proc.pgid is not None
+        pgid = proc.pgid
+        assert server.acceptor is not None
+        server.acceptor.close()
+        await server.acceptor.wait_closed()
+        server.drop_connections()
+        with pytest.raises(ConnectionLost, match="may still be running"):
+            async with asyncio.timeout(10):
+                await proc.wait()
+    assert live_in_group(pgid) != []
+    await _listen(server, keys)
+    async with transport.open_session(host):
+        assert live_in_group(pgid) == []  # before anything else ran on the new connection
+    assert await transport.wait_orphans() == []
 
 
 async def test_leaving_after_a_drop_still_cleans_up(
