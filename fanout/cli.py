@@ -48,6 +48,21 @@ TagOpt = Annotated[
         "--tag", "-t", help="Only hosts carrying this tag (repeatable).", show_default=False
     ),
 ]
+StepsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--steps",
+        "-s",
+        help="Run only these steps, e.g. --steps archivelog (repeatable or comma-separated).",
+        show_default=False,
+    ),
+]
+
+
+def _step_list(values: list[str] | None) -> tuple[str, ...]:
+    """``--steps a,b --steps c`` → ("a", "b", "c"), duplicates dropped."""
+    names = [name.strip() for value in values or () for name in value.split(",")]
+    return tuple(dict.fromkeys(name for name in names if name))
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -91,6 +106,7 @@ def plan(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     tag: TagOpt = None,
+    steps: StepsOpt = None,
     show_scripts: Annotated[
         bool,
         typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
@@ -100,7 +116,9 @@ def plan(
     from fanout.plan import render_plan
 
     def action() -> str:
-        return render_plan(inventory, limit or [], tag or [], show_scripts=show_scripts)
+        return render_plan(
+            inventory, limit or [], tag or [], show_scripts=show_scripts, steps=_step_list(steps)
+        )
 
     print(guarded(action), end="")
 
@@ -110,6 +128,7 @@ def run(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     tag: TagOpt = None,
+    steps: StepsOpt = None,
     batch: Annotated[
         bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
     ] = False,
@@ -166,6 +185,7 @@ def run(
         argv=tuple(sys.argv),
         resume=resume,
         stop_running=stop_running,
+        steps=_step_list(steps),
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)

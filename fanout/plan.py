@@ -1,25 +1,48 @@
-"""`fanout plan`: the dispatch order and, optionally, each step's exact command and script."""
+"""`fanout plan`: the dispatch order, what each host runs tonight and why (levels,
+conditions, dependencies, where ORACLE_HOME comes from) and, optionally, each step's
+exact command and script."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fanout.errors import InventoryError
+from fanout.errors import FanoutError, InventoryError
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, format_duration, select_hosts
-from fanout.steps import new_run_id, render_host
+from fanout.policy import LevelChoice, select_steps
+from fanout.steps import DEFAULT_ORATABS, new_run_id, render_host
 
 
 def render_plan(
-    path: Path, limit: Sequence[str], tags: Sequence[str], *, show_scripts: bool
+    path: Path,
+    limit: Sequence[str],
+    tags: Sequence[str],
+    *,
+    show_scripts: bool,
+    steps: Sequence[str] = (),
+    state_dir: Path | None = None,
 ) -> str:
-    """Load ``path`` and describe what ``fanout run`` would do. Raises InventoryError."""
+    """Load ``path`` and describe what ``fanout run`` would do (``steps``: ``--steps``).
+
+    Backup levels are decided from the run store in ``state_dir`` (default: the
+    inventory's), read only. Raises InventoryError, FanoutError (``--steps``), StoreError.
+    """
+    from fanout.paths import resolve_state_dir
+    from fanout.runner import plan_levels
+
     inventory = load_inventory(path)
     hosts = select_hosts(inventory.hosts, limit, tags)
     if not hosts:
         raise InventoryError(str(path), None, "", _no_match(limit, tags))
-    return describe(inventory, hosts, show_scripts=show_scripts)
+    try:
+        hosts = select_steps(inventory, hosts, steps)
+    except ValueError as exc:
+        raise FanoutError(str(exc)) from exc
+    levels = plan_levels(
+        inventory, hosts, resolve_state_dir(state_dir or inventory.settings.state_dir)
+    )
+    return describe(inventory, hosts, show_scripts=show_scripts, levels=levels)
 
 
 def _no_match(limit: Sequence[str], tags: Sequence[str]) -> str:
@@ -27,8 +50,16 @@ def _no_match(limit: Sequence[str], tags: Sequence[str]) -> str:
     return "no host matches " + " ".join(wanted) if wanted else "no hosts"
 
 
-def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bool) -> str:
-    """The plan as text: the dispatch order, then (optionally) each step's command and script."""
+def describe(
+    inventory: Inventory,
+    selected: Sequence[Host],
+    *,
+    show_scripts: bool,
+    levels: Mapping[str, Mapping[str, LevelChoice]] | None = None,
+) -> str:
+    """The plan as text: the dispatch order, what is decided per host, then (optionally)
+    each step's command and script. ``levels``: host → step → its level choice."""
+    levels = levels or {}
     s = inventory.settings
     lines = [
         f"Plan for {inventory.path}: {len(selected)} of {len(inventory.hosts)} hosts, "
@@ -37,7 +68,7 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
     ]
     rows = [("#", "PRI", "HOST", "SID", "ADDRESS", "STEPS")]
     rows += [
-        (str(i), str(h.priority), h.name, h.oracle_sid, _address(h), ", ".join(h.steps))
+        (str(i), str(h.priority), h.name, h.oracle_sid, _address(h), _steps(h, levels))
         for i, h in enumerate(selected, 1)
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -48,11 +79,18 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
             for c, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    noted = [(host.name, _notes(inventory, host, levels)) for host in selected]
+    noted = [(name, notes) for name, notes in noted if notes]
+    if noted:
+        width = max(len(name) for name, _ in noted)
+        lines += ["", "Decided per host:"]
+        for name, notes in noted:
+            lines += [f"  {(name if i == 0 else ''):<{width}}  {n}" for i, n in enumerate(notes)]
     if show_scripts:
         run_id = new_run_id()
         lines += ["", f"Scripts (rendered for run id {run_id}; each run gets its own):"]
         for host in selected:
-            for step in render_host(inventory, host, run_id):
+            for step in render_host(inventory, host, run_id, levels=levels.get(host.name)):
                 lines += [
                     "",
                     f"--- {host.name} / {step.name} ({step.kind}, "
@@ -65,6 +103,46 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
                         "  " + line if line else "" for line in step.stdin.rstrip("\n").split("\n")
                     ]
     return "\n".join(lines) + "\n"
+
+
+def _steps(host: Host, levels: Mapping[str, Mapping[str, LevelChoice]]) -> str:
+    chosen = levels.get(host.name, {})
+    return ", ".join(
+        f"{name} {chosen[name].short}" if name in chosen else name for name in host.steps
+    )
+
+
+def _notes(
+    inventory: Inventory, host: Host, levels: Mapping[str, Mapping[str, LevelChoice]]
+) -> list[str]:
+    """What ``fanout run`` decides for ``host`` beyond its step list: one line each."""
+    notes = []
+    if host.when:
+        notes.append(f"runs only if (on the host): {_one_line(host.when)}")
+    if host.oracle_home is None:
+        files = (host.oratab,) if host.oratab else DEFAULT_ORATABS
+        notes.append(
+            f"ORACLE_HOME: resolved on the host from {' or '.join(files)} ({host.oracle_sid})"
+        )
+    if host.catalog:
+        optional = ", NOCATALOG with a warning if unreachable" if host.catalog_optional else ""
+        notes.append(f"recovery catalog {host.catalog} (wallet){optional}")
+    for name in host.steps:
+        step = inventory.steps[name]
+        choice = levels.get(host.name, {}).get(name)
+        if choice is not None:
+            notes.append(f"{name}: {choice.describe()}")
+        if step.requires:
+            notes.append(f"{name}: only if {', '.join(step.requires)} succeeded in this run")
+        if step.when:
+            notes.append(f"{name}: only if (on the host): {_one_line(step.when)}")
+        if step.configure:
+            notes.append(f"{name}: {len(step.configure)} CONFIGURE command(s) before RUN")
+    return notes
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _address(host: Host) -> str:
