@@ -44,10 +44,10 @@ EVENT_FIELDS = {
     "host_started": ["event", "run_id", "host", "at"],
     "connect_failed": ["event", "run_id", "host", "attempt", "cause", "will_retry", "at"],
     "host_connected": ["event", "run_id", "host", "attempt", "at"],
-    "step_started": ["event", "run_id", "host", "step", "attempt", "command", "at"],
+    "step_started": ["event", "run_id", "host", "step", "attempt", "command", "at", "detail"],
     "step_finished": [
         *("event", "run_id", "host", "step", "attempt", "status", "exit_status", "cause"),
-        *("duration", "will_retry", "at"),
+        *("duration", "will_retry", "at", "detail"),
     ],
     "host_finished": ["event", "run_id", "host", "status", "cause", "duration", "detail", "at"],
     "cancel_requested": ["event", "run_id", "reason", "forced", "at"],
