@@ -148,6 +148,7 @@ class Run:
         self.cfg = cfg
         self.child: subprocess.Popen[bytes] | None = None
         self.deadline = 0.0
+        self.preamble: list[str] = []  # what the top-level commands before RUN printed
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -300,7 +301,8 @@ def backup_lines(run: Run, now: float) -> list[list[str]]:
             head.append("using channel ORA_DISK_1")
         sets: list[tuple[str, list[str]]] = []
         if re.search(r"\bDATABASE\b", command):
-            level = "incremental level 0" if "LEVEL 0" in command else "full"
+            found = re.search(r"\bLEVEL\s+([01])", command)
+            level = f"incremental level {found.group(1)}" if found else "full"
             inputs = [
                 f"input datafile file number={n:05d} name=/u01/app/oracle/oradata/{sid}/"
                 f"{DATAFILES[(n - 1) % len(DATAFILES)]}.dbf"
@@ -399,6 +401,7 @@ def behave(run: Run) -> tuple[int, str]:
     say(*banner(run.sid, now))
     if cfg["prompts"]:
         out(prompts(run.script) + "\n")
+    say(*run.preamble)
     groups = backup_lines(run, now)
     seconds = float(cfg["seconds"])
     if behaviour in ("ok", "slow"):
@@ -436,6 +439,114 @@ def behave(run: Run) -> tuple[int, str]:
         say(*group)
     pause(run, float("inf"))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- fleet policy checks (issue 13): RUN-block rules, catalog, CONFIGURE, level ---------------
+#
+# RMAN accepts CONNECT, CONFIGURE and the catalog/script administration commands only at its
+# prompt: inside RUN { } they are a parse error (RMAN-00558 / RMAN-01009 / RMAN-01007) and the
+# block does not run. Config keys: "catalog": "ok" (default) | "unreachable" (CONNECT CATALOG
+# fails with RMAN-04004 / ORA-12154 and nothing else runs). Start records gain: level (0, 1 or
+# null), cumulative, catalog (the connect string, or null), catalog_connected, configure (list).
+
+PROMPT_ONLY = frozenset(
+    (
+        *("CONNECT", "CONFIGURE", "CREATE", "DROP", "UPGRADE", "IMPORT", "REPLACE", "PRINT"),
+        *("LIST", "REPORT", "SHOW", "SPOOL", "GRANT", "REVOKE", "RUN", "EXIT", "QUIT"),
+    )
+)
+IN_RUN_EXPECTED = (
+    '"allocate, alter, backup, catalog, change, crosscheck, delete, duplicate, execute, '
+    "flashback, host, recover, release, restore, resync, send, set, shutdown, sql, startup, "
+    'switch, transport, validate, }"'
+)
+
+
+def _statements(text: str, first_line: int) -> list[tuple[int, int, str]]:
+    """(line, column, command) of each ``;``-terminated command; quotes and comments aside."""
+
+    def mask(m: re.Match[str]) -> str:
+        return re.sub(r"[^\n]", " " if m[0].startswith("#") else "x", m[0])
+
+    masked = re.sub(r"'[^']*'|\"[^\"]*\"|#[^\n]*", mask, text)
+    found, pos = [], 0
+    for piece in masked.split(";"):
+        stripped = piece.lstrip()
+        if stripped.strip():
+            offset = pos + len(piece) - len(stripped)
+            before = text[:offset]
+            column = offset - (before.rfind("\n") + 1) + 1
+            found.append(
+                (first_line + before.count("\n"), column, masked[offset : pos + len(piece)].strip())
+            )
+        pos += len(piece) + 1
+    return found
+
+
+def fleet_checks(script: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the double checks and records about a script beyond its BACKUP commands."""
+    result: dict[str, Any] = {"record": {}, "preamble": [], "error": None, "how": ""}
+    match = re.search(r"\bRUN\s*\{", script, re.IGNORECASE)
+    head = script[: match.start()] if match else script
+    body_start = match.end() if match else len(script)
+    close = script.find("}", body_start)
+    body = script[body_start : close if close >= 0 else len(script)]
+    body_line = script[:body_start].count("\n") + 1
+    levels = re.findall(r"\bINCREMENTAL\s+LEVEL\s+([01])", body, re.IGNORECASE)
+    catalog = None
+    configure = []
+    for _line, _col, command in _statements(head, 1):
+        words = command.split()
+        if len(words) >= 3 and [w.upper() for w in words[:2]] == ["CONNECT", "CATALOG"]:
+            catalog = words[2]
+        elif words and words[0].upper() == "CONFIGURE":
+            configure.append(" ".join(words))
+    result["record"] = {
+        "level": int(levels[0]) if levels else None,
+        "cumulative": bool(re.search(r"\bCUMULATIVE\b", body, re.IGNORECASE)),
+        "catalog": catalog,
+        "catalog_connected": None,
+        "configure": configure,
+    }
+    for line, column, command in _statements(body, body_line):
+        word = command.split()[0] if command.split() else ""
+        if word.upper() in PROMPT_ONLY:
+            result["error"] = [
+                "RMAN-00558: error encountered while parsing input commands",
+                f'RMAN-01009: syntax error: found "{word.lower()}": expecting one of: '
+                + IN_RUN_EXPECTED,
+                f"RMAN-01007: at line {line} column {column} file: standard input",
+            ]
+            result["how"] = "parse"
+            return result
+    if catalog is not None:
+        reachable = cfg.get("catalog", "ok") != "unreachable"
+        result["record"]["catalog_connected"] = reachable
+        if not reachable:
+            result["error"] = [
+                "RMAN-04004: error from recovery catalog database: "
+                "ORA-12154: TNS:could not resolve the connect identifier specified"
+            ]
+            result["how"] = "catalog"
+            return result
+        result["preamble"].append("connected to recovery catalog database")
+    for command in configure:
+        result["preamble"] += [
+            "",
+            "new RMAN configuration parameters:",
+            command.rstrip(";") + ";",
+            "new RMAN configuration parameters are successfully stored",
+        ]
+    return result
+
+
+def refuse(run: Run, error: list[str], how: str) -> tuple[int, str]:
+    """RMAN's answer to a script it refuses: banner, the error stack, exit 1."""
+    say(*banner(run.sid, time.time()))
+    if run.cfg["prompts"]:
+        out(prompts(run.script) + "\n")
+    say(*error_stack(error), *tail(run))
+    return 1, how
 
 
 # -- process plumbing ---------------------------------------------------------------------------
@@ -549,6 +660,9 @@ def main() -> int:
             cfg["behaviour"] = "fail"
         run = Run(home=home, sid=record["sid"], script=script, kind=kind, cfg=cfg)
         run.deadline = time.monotonic() + float(cfg["max_seconds"])
+        fleet = fleet_checks(script, cfg)  # RUN-block rules, catalog, CONFIGURE, level
+        record.update(fleet["record"])
+        run.preamble = fleet["preamble"]
         if cfg["child"]:
             import subprocess
 
@@ -567,7 +681,10 @@ def main() -> int:
             child_pid=run.child.pid if run.child else None,
         )
         append_record(home, {"event": "start", **record})
-        status, how = behave(run) if run.sid else no_sid(run)
+        if fleet["error"]:
+            status, how = refuse(run, fleet["error"], fleet["how"])
+        else:
+            status, how = behave(run) if run.sid else no_sid(run)
     except Signalled as sig:
         if run is None or sig.name == "max_seconds":
             status, how = 1, sig.name
