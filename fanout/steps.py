@@ -444,9 +444,9 @@ def refused_in_run(body: str) -> tuple[int, str] | None:
     stripped = _COMMENT.sub("", _QUOTED.sub("''", body))
     for number, text in enumerate(stripped.splitlines(), 1):
         text = text.replace("{level}", "").replace("{cumulative}", "")  # `backup` placeholders
-        for brace in "{}":
-            if brace in text:
-                return number, brace
+        for char in text:
+            if char in "{}":
+                return number, char
     return None
 
 
