@@ -111,13 +111,24 @@ def plan(
         bool,
         typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
     ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Run store the backup levels are decided from (read only)."
+        ),
+    ] = None,
 ) -> None:
-    """Show the dispatch order (and scripts) without connecting anywhere."""
+    """Show the dispatch order, what each host runs and why, without connecting anywhere."""
     from fanout.plan import render_plan
 
     def action() -> str:
         return render_plan(
-            inventory, limit or [], tag or [], show_scripts=show_scripts, steps=_step_list(steps)
+            inventory,
+            limit or [],
+            tag or [],
+            show_scripts=show_scripts,
+            steps=_step_list(steps),
+            state_dir=state_dir,
         )
 
     print(guarded(action), end="")
