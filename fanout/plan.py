@@ -118,7 +118,7 @@ def _notes(
     """What ``fanout run`` decides for ``host`` beyond its step list: one line each."""
     notes = []
     if host.when:
-        notes.append(f"runs only if (on the host): {_one_line(host.when)}")
+        notes += _condition("runs only if (on the host):", host.when)
     if host.oracle_home is None:
         files = (host.oratab,) if host.oratab else DEFAULT_ORATABS
         notes.append(
@@ -135,14 +135,18 @@ def _notes(
         if step.requires:
             notes.append(f"{name}: only if {', '.join(step.requires)} succeeded in this run")
         if step.when:
-            notes.append(f"{name}: only if (on the host): {_one_line(step.when)}")
+            notes += _condition(f"{name}: only if (on the host):", step.when)
         if step.configure:
             notes.append(f"{name}: {len(step.configure)} CONFIGURE command(s) before RUN")
     return notes
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _condition(label: str, text: str) -> list[str]:
+    """A condition as written: on the label's line if it is one line, else indented below."""
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) == 1:
+        return [f"{label} {lines[0].strip()}"]
+    return [label, *(f"  {line}" for line in lines)]
 
 
 def _address(host: Host) -> str:
