@@ -461,6 +461,8 @@ def test_json_prints_one_documented_object_per_line(
         "oracle_sid": "ERP",
         "address": "127.0.0.1",
         "steps": list(STEPS),
+        "database": "ERP@127.0.0.1",
+        "levels": [None, None, None],
     }
     statuses = {e["host"]: e["status"] for e in events if e["event"] == "host_finished"}
     assert statuses == {"erp": "ok", "crm": "failed", "down": "failed"}
