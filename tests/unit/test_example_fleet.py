@@ -117,3 +117,16 @@ def test_plan_after_a_level_0_shows_level_1(tmp_path: Path) -> None:
     assert f"backup: level 1: last level 0 {today} (0s ago)" in text
     crm = plan("--state-dir", str(tmp_path), "--limit", "crm-prod")
     assert "backup: level 0: no successful level 0 recorded" in crm
+
+
+def test_steps_option_forms_and_errors(tmp_path: Path) -> None:
+    """--steps takes comma lists and repeats; an unknown step exits 2 with one line."""
+    text = plan("--state-dir", str(tmp_path), "--steps", "obsolete,archivelog", "-s", "backup")
+    rows = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert rows[3].endswith("hr-test.example.com   backup L0, archivelog, obsolete")
+    bad = runner.invoke(app, ["plan", str(EXAMPLE), "--steps", "archivelogs"])
+    assert bad.exit_code == 2
+    assert bad.output == (
+        "fanout: --steps: unknown step 'archivelogs' "
+        "(known: archivelog, backup, controlfile, full, obsolete)\n"
+    )
