@@ -45,6 +45,21 @@ TagOpt = Annotated[
         "--tag", "-t", help="Only hosts carrying this tag (repeatable).", show_default=False
     ),
 ]
+StepsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--steps",
+        "-s",
+        help="Run only these steps, e.g. --steps archivelog (repeatable or comma-separated).",
+        show_default=False,
+    ),
+]
+
+
+def _step_list(values: list[str] | None) -> tuple[str, ...]:
+    """``--steps a,b --steps c`` → ("a", "b", "c"), duplicates dropped."""
+    names = [name.strip() for value in values or () for name in value.split(",")]
+    return tuple(dict.fromkeys(name for name in names if name))
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -99,16 +114,30 @@ def plan(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     tag: TagOpt = None,
+    steps: StepsOpt = None,
     show_scripts: Annotated[
         bool,
         typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
     ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Run store the backup levels are decided from (read only)."
+        ),
+    ] = None,
 ) -> None:
-    """Show the dispatch order (and scripts) without connecting anywhere."""
+    """Show the dispatch order, what each host runs and why, without connecting anywhere."""
     from fanout.plan import render_plan
 
     def action() -> str:
-        return render_plan(inventory, limit or [], tag or [], show_scripts=show_scripts)
+        return render_plan(
+            inventory,
+            limit or [],
+            tag or [],
+            show_scripts=show_scripts,
+            steps=_step_list(steps),
+            state_dir=state_dir,
+        )
 
     emit_text(guarded(action))
 
@@ -118,6 +147,7 @@ def run(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     tag: TagOpt = None,
+    steps: StepsOpt = None,
     batch: Annotated[
         bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
     ] = False,
@@ -177,6 +207,7 @@ def run(
         argv=tuple(sys.argv),
         resume=resume,
         stop_running=stop_running,
+        steps=_step_list(steps),
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)

@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fanout.cancel import CancelToken
@@ -47,9 +47,9 @@ from fanout.events import (
     StepStatus,
     Stream,
 )
-from fanout.model import Host, OnFailure, format_duration
+from fanout.model import Host, OnFailure, StepKind, format_duration
 from fanout.rman import Transcript, step_cause
-from fanout.steps import RenderedStep
+from fanout.steps import WARNING_PREFIX, RenderedStep
 from fanout.transport.base import OrphanWatch, RemoteProcess, RemoteSignal, Session, Transport
 
 # what a fired token's reason makes the run's exit code
@@ -63,10 +63,17 @@ _CANCEL_EXIT = {
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One host and the rendered steps to run on it, in order."""
+    """One host and the rendered steps to run on it, in order.
+
+    ``when``: the host's condition command (run once, before its first step; exit 1 skips
+    every step). ``succeeded_before``: steps that already succeeded in the run being
+    resumed, which satisfy a ``requires`` like a success in this run.
+    """
 
     host: Host
     steps: tuple[RenderedStep, ...]
+    when: str | None = None
+    succeeded_before: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,10 @@ class StepResult:
     exit_status: int | None
     cause: str | None
     connection_lost: bool = False
+    warnings: tuple[str, ...] = ()  # "fanout: warning: …" lines the remote command printed
+
+
+CONDITION_FALSE = "condition false"  # the cause of a step skipped by its `when:`
 
 
 class _Interrupted(Exception):
@@ -148,6 +159,8 @@ class Engine:
                         oracle_sid=t.host.oracle_sid,
                         address=t.host.address,
                         steps=tuple(s.name for s in t.steps),
+                        database=t.host.database_key,
+                        levels=tuple(s.level for s in t.steps),
                     )
                     for t in self._targets
                 ),
@@ -254,7 +267,12 @@ class Engine:
         for step in target.steps:  # anything not reported never ran
             if step.name not in reported:
                 self._finish_step(
-                    name, step.name, 0, StepResult(StepStatus.SKIPPED, None, None), 0.0
+                    name,
+                    step.name,
+                    0,
+                    StepResult(StepStatus.SKIPPED, None, None),
+                    0.0,
+                    detail=step.detail,
                 )
                 reported[step.name] = StepStatus.SKIPPED
         statuses = set(reported.values())
@@ -274,9 +292,53 @@ class Engine:
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             session: Session | None = None
             stop = False
+            host_when = target.when
             for step in target.steps:
                 if stop or token.fired:
                     break
+                unmet = _unmet(step, reported, target.succeeded_before)
+                if unmet is not None:
+                    skipped = StepResult(StepStatus.SKIPPED, None, unmet)
+                    self._finish_step(host.name, step.name, 0, skipped, 0.0, detail=step.detail)
+                    reported[step.name] = StepStatus.SKIPPED
+                    continue
+                skip: StepResult | None = None
+                for by_host, condition in ((True, host_when), (False, step.when)):
+                    if condition is None:
+                        continue
+                    if session is None:
+                        try:
+                            session = await self._connect(host, stack, token)
+                        except _Interrupted:
+                            return None
+                        except TransportError as exc:
+                            return exc.reason
+                    started = self._clock()
+                    skip = await self._check(group, session, host, step, condition, token)
+                    if skip is not None and skip.connection_lost:
+                        session = None
+                    if by_host:
+                        host_when = None  # the host's condition runs once, before its first step
+                    if skip is not None:
+                        attempt = 0 if skip.status is StepStatus.SKIPPED else 1
+                        duration = self._clock() - started
+                        self._finish_step(
+                            host.name, step.name, attempt, skip, duration, detail=step.detail
+                        )
+                        reported[step.name] = skip.status
+                        break
+                if skip is not None:
+                    if skip.status is StepStatus.CANCELLED:
+                        stop = True
+                    elif by_host:  # the host's condition: false or broken, none of its steps run
+                        for later in target.steps:
+                            if later.name not in reported and skip.cause == CONDITION_FALSE:
+                                self._finish_step(
+                                    host.name, later.name, 0, skip, 0.0, detail=later.detail
+                                )
+                                reported[later.name] = StepStatus.SKIPPED
+                        stop = True
+                    continue
                 for attempt in range(1, step.retries + 2):
                     if session is None:
                         try:
@@ -288,7 +350,13 @@ class Engine:
                     started = self._clock()
                     self._sink.emit(
                         StepStarted(
-                            self.run_id, host.name, step.name, attempt, step.command, self._wall()
+                            self.run_id,
+                            host.name,
+                            step.name,
+                            attempt,
+                            step.command,
+                            self._wall(),
+                            step.detail,
                         )
                     )
                     result = await self._run_step(group, session, host, step, token)
@@ -299,8 +367,17 @@ class Engine:
                         and attempt <= step.retries
                         and not token.fired
                     )
+                    detail = "; ".join(
+                        part for part in (step.detail, *result.warnings) if part is not None
+                    )
                     self._finish_step(
-                        host.name, step.name, attempt, result, self._clock() - started, will_retry
+                        host.name,
+                        step.name,
+                        attempt,
+                        result,
+                        self._clock() - started,
+                        will_retry,
+                        detail=detail or None,
                     )
                     if not will_retry:
                         reported[step.name] = result.status
@@ -316,6 +393,31 @@ class Engine:
                 if status is StepStatus.CANCELLED:
                     stop = True
         return None
+
+    async def _check(
+        self,
+        group: asyncio.TaskGroup,
+        session: Session,
+        host: Host,
+        step: RenderedStep,
+        condition: str,
+        token: CancelToken,
+    ) -> StepResult | None:
+        """Run a ``when:`` condition for ``step``: None when it holds (exit 0).
+
+        Otherwise the step's result: skipped with ``condition false`` (exit 1), failed
+        with the condition's cause (any other exit, a timeout after the step's timeout, a
+        lost connection), or cancelled. Stopped like a step when the token fires.
+        """
+        probe = replace(step, kind=StepKind.SHELL, command=condition, stdin=None)
+        result = await self._run_step(group, session, host, probe, token)
+        if result.status is StepStatus.OK:
+            return None
+        if result.status is StepStatus.FAILED and result.exit_status == 1:
+            return StepResult(StepStatus.SKIPPED, None, CONDITION_FALSE)
+        if result.status is StepStatus.FAILED:
+            return replace(result, cause=f"condition: {result.cause}")
+        return result
 
     async def _connect(self, host: Host, stack: AsyncExitStack, token: CancelToken) -> Session:
         """Open the host's connection, retrying transient failures with backoff.
@@ -366,9 +468,12 @@ class Engine:
             return StepResult(StepStatus.FAILED, None, exc.reason, connection_lost=True)
         transcript = Transcript()
         last_stderr: list[str] = []
+        warnings: list[str] = []
         exited = asyncio.Event()
         stop_reason: list[str] = []
-        pump = group.create_task(self._pump(proc, host.name, step.name, transcript, last_stderr))
+        pump = group.create_task(
+            self._pump(proc, host.name, step.name, transcript, last_stderr, warnings)
+        )
         guard = group.create_task(self._guard(proc, step.timeout, exited, stop_reason, token))
         try:
             try:
@@ -397,12 +502,15 @@ class Engine:
             return StepResult(
                 StepStatus.FAILED, exit_status, f"timeout after {format_duration(step.timeout)}"
             )
+        found = tuple(warnings)
         if exit_status == 0 and not transcript.failed:
-            return StepResult(StepStatus.OK, exit_status, None)
+            return StepResult(StepStatus.OK, exit_status, None, warnings=found)
         if step.empty_ok and transcript.nothing_to_backup:
-            return StepResult(StepStatus.OK, exit_status, None)  # nothing matched: fine here
+            return StepResult(
+                StepStatus.OK, exit_status, None, warnings=found
+            )  # nothing matched: fine here
         cause = step_cause(exit_status, transcript, last_stderr[0] if last_stderr else None)
-        return StepResult(StepStatus.FAILED, exit_status, cause)
+        return StepResult(StepStatus.FAILED, exit_status, cause, warnings=found)
 
     async def _pump(
         self,
@@ -411,8 +519,10 @@ class Engine:
         step: str,
         transcript: Transcript,
         last_stderr: list[str],
+        warnings: list[str],
     ) -> None:
         emit = self._sink.emit
+        stdout = Stream.STDOUT
         feed = transcript.feed
         wall = self._wall
         run_id = self.run_id
@@ -425,6 +535,12 @@ class Engine:
                     feed(text)
                     if out.stream is stderr and (stripped := text.strip()):
                         last_stderr[:] = [stripped]
+                    elif (
+                        out.stream is stdout
+                        and text.startswith(WARNING_PREFIX)
+                        and len(warnings) < 5  # bounded: remote text
+                    ):
+                        warnings.append("warning: " + text[len(WARNING_PREFIX) :].strip())
                     emit(StepOutput(run_id, host, step, out.stream, text, at))
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
@@ -477,6 +593,8 @@ class Engine:
         result: StepResult,
         duration: float,
         will_retry: bool = False,
+        *,
+        detail: str | None = None,
     ) -> None:
         self._sink.emit(
             StepFinished(
@@ -490,6 +608,7 @@ class Engine:
                 duration=duration,
                 will_retry=will_retry,
                 at=self._wall(),
+                detail=detail,
             )
         )
 
@@ -556,6 +675,18 @@ async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], within: float | 
         for t in tasks:
             t.cancel()
     return bool(done)
+
+
+def _unmet(
+    step: RenderedStep, reported: dict[str, StepStatus], before: frozenset[str]
+) -> str | None:
+    """Why ``step`` cannot run for its ``requires`` (``backup failed``), or None."""
+    for name in step.requires:
+        status = reported.get(name)
+        if name in before or status is StepStatus.OK:
+            continue
+        return f"{name} {status.value}" if status is not None else f"{name} did not run"
+    return None
 
 
 def _describe(exc: BaseException) -> str:

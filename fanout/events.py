@@ -17,7 +17,8 @@ class StepStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"
     CANCELLED = "cancelled"  # interrupted by the operator
-    SKIPPED = "skipped"  # never begun: cancelled run, on_failure: stop, host unreachable
+    SKIPPED = "skipped"  # never begun: cancelled run, on_failure: stop, host unreachable,
+    # a `when:` condition false ("condition false"), a required step failed ("backup failed")
 
 
 class HostStatus(StrEnum):
@@ -48,6 +49,8 @@ class PlannedHost:
     oracle_sid: str
     address: str
     steps: tuple[str, ...]
+    database: str = ""  # Host.database_key: whose level-0 history its backup steps extend
+    levels: tuple[int | None, ...] = ()  # per step: the backup level planned (None: no policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class StepStarted:
     attempt: int
     command: str
     at: float
+    detail: str | None = None  # "level 1: last level 0 2026-11-29 (2d ago)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class StepFinished:
     duration: float
     will_retry: bool
     at: float
+    # the level choice and any warning ("warning: recovery catalog /@RCAT unreachable: …")
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

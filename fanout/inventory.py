@@ -25,13 +25,15 @@ from fanout.model import (
     MAX_RETRIES,
     Host,
     Inventory,
+    LevelPolicy,
     OnFailure,
     Settings,
     StepDef,
     StepKind,
     parse_duration,
 )
-from fanout.steps import BUILTIN_STEPS
+from fanout.policy import weekday_number
+from fanout.steps import BUILTIN_STEPS, refused_in_run, rman_commands
 
 # --- loading ------------------------------------------------------------------------
 
@@ -101,6 +103,8 @@ _ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _NAME_RULE = "letters, digits, '.', '_', '-'"
+_CATALOG = re.compile(r"/@[A-Za-z0-9_][A-Za-z0-9_.$#-]{0,127}")  # a wallet entry: /@TNS_ALIAS
+_WALLET = "put catalog credentials in an Oracle wallet and write catalog: /@TNS_ALIAS"
 
 
 def _describe(node: yaml.Node) -> str:
@@ -130,6 +134,7 @@ class _Reader:
         self.steps: dict[str, StepDef] = dict(builtins)
         self.host_lines: dict[str, int] = {}  # name → line, for duplicates
         self.databases: dict[tuple[str, str], str] = {}  # (address, sid) → host name
+        self.requires: list[tuple[str, yaml.Node, str]] = []  # (step, node, key path)
 
     def fail(self, node: yaml.Node, key_path: str, message: str) -> NoReturn:
         raise InventoryError(self.file, node.start_mark.line + 1, key_path, message)
@@ -272,6 +277,83 @@ class _Reader:
     def keepalive(self, node: yaml.Node, path: str) -> float:
         return self.duration(node, path, allow_zero=True)  # 0: no keepalives
 
+    # -- fleet policy (issue 13) --
+
+    def boolean(self, node: yaml.Node, path: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _BOOL:
+            self.fail(node, path, f"expected true or false, got {_describe(node)}")
+        return node.value.lower() in ("true", "yes", "on", "y")
+
+    def catalog(self, node: yaml.Node, path: str) -> str:
+        """A recovery catalog reached through an Oracle wallet. The value is never echoed:
+        whatever else was written may hold a password."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL:
+            self.fail(node, path, f"expected /@TNS_ALIAS, got {_describe(node)}")
+        value = self.text(node, path)
+        if not _CATALOG.fullmatch(value):
+            self.fail(node, path, f"expected /@TNS_ALIAS (no user, no password); {_WALLET}")
+        return value
+
+    def remote_text(self, node: yaml.Node, path: str) -> str:
+        """Shell text run on the host (a ``when:`` condition): taken as written, never
+        ``${VAR}``-expanded here (the remote shell expands it)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL or not node.value.strip():
+            self.fail(node, path, f"expected a shell command, got {_describe(node)}")
+        if "\0" in node.value:
+            self.fail(node, path, "contains a NUL character")
+        return str(node.value)
+
+    def database(self, node: yaml.Node, path: str) -> str:
+        return self.matching(node, path, _NAME, f"a database name of {_NAME_RULE}")
+
+    def body_line(self, node: yaml.Node, line: int) -> int:
+        """The file line of line ``line`` (1-based) of a scalar's text."""
+        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+        return node.start_mark.line + line + (1 if block else 0)
+
+    def rman_body(self, node: yaml.Node, path: str, body: str) -> None:
+        """Refuse what RMAN refuses inside RUN, naming the step (never echoing the text)."""
+        refused = refused_in_run(body)
+        if refused is None:
+            return
+        line, word = refused
+        if word == "CONNECT":
+            what = f"CONNECT is not allowed in a step: {_WALLET} (defaults or host)"
+        elif word == "CONFIGURE":
+            what = "CONFIGURE is not allowed inside RUN: move it to the step's configure: list"
+        elif word in "{}":
+            what = f"'{word}' is not allowed: fanout writes the RUN {{ }} block itself"
+        else:
+            what = f"{word} is not allowed inside RUN (RMAN accepts it only at its prompt)"
+        raise InventoryError(self.file, self.body_line(node, line), path, what)
+
+    def configure(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.fail(node, path, f"expected a list of CONFIGURE commands, got {_describe(node)}")
+        found = []
+        for index, item in enumerate(node.value):
+            item_path = f"{path}[{index}]"
+            if not isinstance(item, yaml.ScalarNode) or item.tag == _NULL:
+                self.fail(item, item_path, f"expected a CONFIGURE command, got {_describe(item)}")
+            command = " ".join(str(item.value).split()).rstrip(";").rstrip()
+            words = [word for _, word in rman_commands(command)]
+            if words != ["CONFIGURE"] or "\0" in command:
+                first = words[0] if words else "nothing"
+                if first == "CONNECT":
+                    self.fail(item, item_path, f"expected a CONFIGURE command; {_WALLET}")
+                self.fail(item, item_path, f"expected one CONFIGURE command, got {first}")
+            found.append(command + ";")
+        return tuple(found)
+
+    def weekdays(self, node: yaml.Node, path: str) -> frozenset[int]:
+        days = set()
+        for day, item, item_path in self.names(node, path, "weekday"):
+            number = weekday_number(day)
+            if number is None:
+                self.fail(item, item_path, f"expected a weekday (mon … sun), got {day!r}")
+            days.add(number)
+        return frozenset(days)
+
     def names(self, node: yaml.Node, path: str, what: str) -> list[tuple[str, yaml.Node, str]]:
         """A list of distinct names, each with its node and key path."""
         if not isinstance(node, yaml.SequenceNode):
@@ -317,6 +399,7 @@ class _Reader:
         if "steps" in top and top["steps"].tag != _NULL:
             for key, node in self.pairs(top["steps"], "steps"):
                 self.steps[key.value] = self.step(key, node)
+        self.check_requires()
         defaults = self.parsed(section.get("defaults", {}), "defaults", _INHERITED)
         hosts_node = top["hosts"]
         if not isinstance(hosts_node, yaml.SequenceNode) or not hosts_node.value:
@@ -332,7 +415,7 @@ class _Reader:
             self.fail(key, path, f"expected a step name of {_NAME_RULE}")
         builtin = self.builtins.get(name)
         kinds = (builtin.kind.value,) if builtin else ("rman", "shell")
-        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout", "empty_ok"))
+        fields = self.fields(node, path, (*kinds, *_STEP_KEYS))
         given = [kind for kind in kinds if kind in fields]
         if builtin is None and len(given) != 1:
             self.fail(node, path, "a custom step takes exactly one of 'rman' or 'shell'")
@@ -341,7 +424,10 @@ class _Reader:
             body = fields[given[0]]
             if not isinstance(body, yaml.ScalarNode) or not str(body.value).strip():
                 self.fail(body, f"{path}.{given[0]}", f"expected commands, got {_describe(body)}")
+            if "\0" in body.value:
+                self.fail(body, f"{path}.{given[0]}", "contains a NUL character")
             step = replace(step, body=body.value)  # remote text: no ${VAR} expansion
+        step = self.step_policy(step, fields, path)
         if "on_failure" in fields:
             choices = [choice.value for choice in OnFailure]
             value = self.text(fields["on_failure"], f"{path}.on_failure")
@@ -363,13 +449,77 @@ class _Reader:
             step = replace(step, empty_ok=word == "true")
         return step
 
+    def step_policy(self, step: StepDef, fields: Mapping[str, yaml.Node], path: str) -> StepDef:
+        """configure, requires, when and the level policy of one step (issue 13)."""
+        rman_only = ("configure", *_LEVEL_KEYS)
+        for key in rman_only:
+            if key in fields and step.kind is not StepKind.RMAN:
+                self.fail(fields[key], f"{path}.{key}", "only an RMAN step takes this key")
+        if "configure" in fields:
+            step = replace(step, configure=self.configure(fields["configure"], f"{path}.configure"))
+        if "requires" in fields:
+            found = self.names(fields["requires"], f"{path}.requires", "step")
+            for required, item, item_path in found:
+                if required == step.name:
+                    self.fail(item, item_path, "a step cannot require itself")
+                self.requires.append((required, item, item_path))
+            step = replace(step, requires=tuple(required for required, _, _ in found))
+        if "when" in fields:
+            step = replace(step, when=self.remote_text(fields["when"], f"{path}.when"))
+        if any(key in fields for key in _LEVEL_KEYS) or step.levels is not None:
+            levels = step.levels or LevelPolicy()
+            if "level0_every" in fields:
+                every = fields["level0_every"]
+                if every.tag == _NULL:
+                    levels = replace(levels, level0_every=None)
+                else:
+                    seconds = self.timeout(every, f"{path}.level0_every")
+                    levels = replace(levels, level0_every=seconds)
+            if "level0_on" in fields:
+                days = self.weekdays(fields["level0_on"], f"{path}.level0_on")
+                levels = replace(levels, level0_on=days)
+            if "cumulative" in fields:
+                cumulative = self.boolean(fields["cumulative"], f"{path}.cumulative")
+                levels = replace(levels, cumulative=cumulative)
+            step = replace(step, levels=levels)
+            if "{level}" not in step.body:
+                kind = step.kind.value
+                self.fail(
+                    fields.get(kind, next(iter(fields.values()))),
+                    f"{path}.{kind}",
+                    "expected commands containing {level} (the level policy writes 0 or 1)",
+                )
+        if step.kind is StepKind.RMAN:
+            body_node = fields.get("rman")
+            if body_node is not None:
+                self.rman_body(body_node, f"{path}.rman", step.body)
+        return step
+
+    def check_requires(self) -> None:
+        """Every ``requires`` names a step the inventory knows."""
+        for required, item, item_path in self.requires:
+            if required not in self.steps:
+                hint = _hint(required, self.steps) or f" (known: {', '.join(sorted(self.steps))})"
+                self.fail(item, item_path, f"unknown step {required!r}{hint}")
+
+    def host_requires(self, host: Host, node: yaml.Node, path: str) -> None:
+        """A required step must run on the host before the step that requires it."""
+        for position, name in enumerate(host.steps):
+            for required in self.steps[name].requires:
+                if required not in host.steps[:position]:
+                    where = "comes after it" if required in host.steps else "is not in its steps"
+                    self.fail(
+                        node,
+                        f"{path}.steps",
+                        f"step {name!r} requires {required!r}, which {where}",
+                    )
+
     def host(self, node: yaml.Node, index: int, defaults: Mapping[str, Any]) -> Host:
         path = f"hosts[{index}]"
         fields = self.fields(node, path, _HOST_KEYS, required=_HOST_REQUIRED)
         own = {key: value for key, value in fields.items() if key in _INHERITED}
         values = {**defaults, **self.parsed(own, path, _INHERITED)}
-        if "oracle_home" not in values:
-            self.fail(node, path, "missing required key 'oracle_home' (set it here or in defaults)")
+        values.setdefault("oracle_home", None)  # None: resolved on the host from its oratab
 
         def at(key: str) -> tuple[yaml.Node, str]:
             return fields[key], f"{path}.{key}"
@@ -395,6 +545,8 @@ class _Reader:
                 " (two backups of one database would wait on each other)",
             )
         self.databases[database] = host.name
+        steps_node = fields.get("steps", node)
+        self.host_requires(host, steps_node, path)
         return host
 
 
@@ -424,7 +576,24 @@ _INHERITED: _Parsers = {
     "keepalive_count_max": _Reader.positive,
     "steps": _Reader.step_names,
     "tags": _Reader.tags,
+    # fleet policy (issue 13)
+    "oratab": _Reader.oracle_home,  # an absolute path on the database host
+    "catalog": _Reader.catalog,
+    "catalog_optional": _Reader.boolean,
+    "when": _Reader.remote_text,
+    "database": _Reader.database,
 }
+_LEVEL_KEYS = ("level0_every", "level0_on", "cumulative")
+_STEP_KEYS = (
+    "on_failure",
+    "retries",
+    "timeout",
+    "configure",
+    "requires",
+    "when",
+    "empty_ok",
+    *_LEVEL_KEYS,
+)
 _HOST_REQUIRED = ("name", "address", "priority", "oracle_sid")
 _HOST_KEYS = (*_HOST_REQUIRED, *_INHERITED)
 _SECTIONS = (("settings", _SETTINGS), ("defaults", _INHERITED))

@@ -185,6 +185,7 @@ class LogSink:
             + _field("step", event.step)
             + _field("attempt", str(event.attempt))
             + _field("command", event.command)
+            + (_field("detail", event.detail) if event.detail else "")
             + _field("started", format_instant(event.at))
             + f"{_RULE}\n"
         )
@@ -204,7 +205,8 @@ class LogSink:
 
     def _finish_step(self, event: StepFinished) -> None:
         if event.status is StepStatus.SKIPPED:
-            self._host_line(event.run_id, event.host, event.at, f"{event.step} skipped")
+            skipped = f"{event.step} skipped" + (f": {event.cause}" if event.cause else "")
+            self._host_line(event.run_id, event.host, event.at, skipped)
         log = self._open.pop((event.host, event.step), None)
         if log is None:
             return
@@ -217,6 +219,7 @@ class LogSink:
             + _field("exit", exit_status)
             + _field("status", status)
             + _field("cause", event.cause or "-")
+            + (_field("detail", event.detail) if event.detail else "")
         )
         try:
             log.file.write(footer)

@@ -23,6 +23,15 @@ class StepKind(StrEnum):
     SHELL = "shell"  # a plain POSIX sh command (pre-checks, housekeeping)
 
 
+@dataclass(frozen=True, slots=True)
+class LevelPolicy:
+    """When the ``backup`` step takes a level 0 instead of a level 1 (see ``fanout.policy``)."""
+
+    level0_every: float | None = 7 * 86400.0  # seconds; None: only on ``level0_on`` days
+    level0_on: frozenset[int] = frozenset()  # weekdays, 0 = Monday (date.weekday())
+    cumulative: bool = False  # level 1 CUMULATIVE (everything since the last level 0)
+
+
 class OnFailure(StrEnum):
     CONTINUE = (
         "continue"  # later steps still run (default: a failed full must not lose the archivelogs)
@@ -41,6 +50,11 @@ class StepDef:
     retries: int | None = None  # None: the host's `retries`
     timeout: float | None = None  # seconds; None: the host's `step_timeout`
     empty_ok: bool = False  # rman said "no files matched" (RMAN-20242 …): the step is ok
+    # --- fleet policy (issue 13) ---
+    configure: tuple[str, ...] = ()  # RMAN CONFIGURE commands, run before the RUN block
+    requires: tuple[str, ...] = ()  # steps that must have succeeded in this run, else skipped
+    when: str | None = None  # POSIX sh condition run on the host first; exit 1: skipped
+    levels: LevelPolicy | None = None  # the `backup` step: level 0 or 1 chosen per database
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +74,7 @@ class Host:
     address: str  # DNS name, IP, or a Host alias from ~/.ssh/config
     priority: int  # 1 = most important, dispatched first
     oracle_sid: str
-    oracle_home: str
+    oracle_home: str | None  # None: resolved on the host from its oratab, by ORACLE_SID
     lock_dir: str = "/tmp"  # remote directory for the per-database lock (see steps.py)
     steps: tuple[str, ...] = DEFAULT_STEPS
     tags: tuple[str, ...] = ()
@@ -76,6 +90,17 @@ class Host:
     keepalive_interval: float = 15.0  # seconds between SSH keepalives; 0 turns them off
     keepalive_count_max: int = 3  # unanswered keepalives before the link counts as dead
     index: int = 0  # position in the file: breaks priority ties
+    # --- fleet policy (issue 13) ---
+    oratab: str | None = None  # remote oratab path; None: /etc/oratab, else /var/opt/oracle/oratab
+    catalog: str | None = None  # recovery catalog through an Oracle wallet: "/@RCAT"
+    catalog_optional: bool = False  # catalog unreachable: run NOCATALOG, with a warning
+    when: str | None = None  # POSIX sh condition run on the host before its steps
+    database: str | None = None  # identity for the level policy; None: "<SID>@<address>"
+
+    @property
+    def database_key(self) -> str:
+        """The database this host backs up, for the level-0 history: RAC nodes can share one."""
+        return self.database or f"{self.oracle_sid}@{self.address.lower()}"
 
 
 @dataclass(frozen=True, slots=True)

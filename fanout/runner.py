@@ -28,7 +28,8 @@ from fanout.errors import InventoryError, StoreError, UsageError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut, RunMeta
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
-from fanout.steps import Adopt, new_run_id, render_host
+from fanout.policy import LevelChoice, decide_levels, select_steps
+from fanout.steps import Adopt, new_run_id, render_condition, render_host
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,6 +51,7 @@ class RunOptions:
     max_parallel: int | None = None
     argv: tuple[str, ...] = ()
     resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
+    steps: tuple[str, ...] = ()  # --steps: run only these (empty: every step of each host)
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
 
 
@@ -83,6 +85,10 @@ def run_inventory(
     hosts = select_hosts(inventory.hosts, options.limit, options.tags)
     if not hosts:
         raise InventoryError(str(options.inventory), None, "", "no host matches the selection")
+    try:
+        hosts = select_steps(inventory, hosts, options.steps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
@@ -147,6 +153,46 @@ def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | 
     return Resume(run_id, steps)
 
 
+def plan_levels(
+    inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path
+) -> dict[str, dict[str, LevelChoice]]:
+    """The level of each host's level-policy steps, from the run store's history, decided
+    once before the engine starts (``fanout plan`` shows the same choice)."""
+    from datetime import datetime
+
+    from fanout.policy import level_steps
+    from fanout.store import read_level_history
+
+    keys = {h.database_key for h in hosts if level_steps(inventory, h)}
+    history = read_level_history(state_dir, keys) if keys else {}
+    return decide_levels(inventory, hosts, history, datetime.now().astimezone())
+
+
+def build_targets(
+    inventory: Inventory,
+    hosts: tuple[Host, ...],
+    run_id: str,
+    levels: dict[str, dict[str, LevelChoice]],
+    resume: Resume | None = None,
+    stop_running: bool = False,
+) -> list[Target]:
+    """Each host's rendered steps, its ``when:`` condition and (resuming) the steps that
+    already succeeded in the resumed run, which satisfy ``requires``."""
+    adopt = None
+    if resume is not None:
+        adopt = Adopt(resume.run_id, stop=stop_running, grace=inventory.settings.cancel_grace)
+    targets = []
+    for host in hosts:
+        only = resume.steps[host.name] if resume is not None else None
+        steps = render_host(
+            inventory, host, run_id, only=only, adopt=adopt, levels=levels.get(host.name)
+        )
+        done = frozenset(s for s in host.steps if only is not None and s not in only)
+        when = render_condition(host, host.when) if host.when else None
+        targets.append(Target(host, steps, when=when, succeeded_before=done))
+    return targets
+
+
 async def _run(
     options: RunOptions,
     inventory: Inventory,
@@ -163,16 +209,8 @@ async def _run(
 
     run_id = new_run_id()
     token = CancelToken()
-    if resume is None:
-        targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
-    else:
-        adopt = Adopt(
-            resume.run_id, stop=options.stop_running, grace=inventory.settings.cancel_grace
-        )
-        targets = [
-            Target(h, render_host(inventory, h, run_id, only=resume.steps[h.name], adopt=adopt))
-            for h in hosts
-        ]
+    levels = plan_levels(inventory, hosts, state_dir)
+    targets = build_targets(inventory, hosts, run_id, levels, resume, options.stop_running)
     state = RunState()
     console = None if options.batch else _live_console(options, out)
 

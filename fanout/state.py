@@ -12,6 +12,7 @@ only while its step runs), so a 500-host run stays a few hundred KB.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from fanout.events import (
 )
 from fanout.model import format_duration
 from fanout.rman import Transcript
+
+_LEVEL = re.compile(r"level ([01])( cumulative)?:")
 
 PROGRESS_MAX = 160  # characters kept of a progress line
 
@@ -128,6 +131,13 @@ class StepCell:
     duration: float | None = None
     exit_status: int | None = None
     cause: str | None = None
+    detail: str | None = None  # the backup level and why ("level 0: …"), warnings
+
+    @property
+    def level(self) -> str | None:
+        """``L0``, ``L1``, ``L1c`` (cumulative) from the detail of a level-policy step."""
+        match = _LEVEL.match(self.detail or "")
+        return None if match is None else f"L{match[1]}" + ("c" if match[2] else "")
 
     @property
     def finished(self) -> bool:
@@ -320,6 +330,7 @@ class RunState:
                 cell.started_at = event.at
                 cell.started_mono = self._clock()
                 cell.duration = cell.exit_status = cell.cause = None
+                cell.detail = event.detail or cell.detail
             case StepFinished():
                 self._readers.pop((event.host, event.step), None)
                 row = self._row(event.host)
@@ -331,6 +342,7 @@ class RunState:
                 cell.duration = event.duration
                 cell.exit_status = event.exit_status
                 cell.cause = _visible(event.cause)
+                cell.detail = event.detail or cell.detail
                 if row.current_step == event.step and not event.will_retry:
                     row.current_step = None
             case HostFinished():

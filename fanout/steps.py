@@ -34,14 +34,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from fanout.model import Host, Inventory, OnFailure, StepDef, StepKind
+from fanout.model import Host, Inventory, LevelPolicy, OnFailure, StepDef, StepKind
+from fanout.policy import LevelChoice
 
 __all__ = [
     "BUILTIN_STEPS",
+    "DEFAULT_ORATABS",
     "NLS_DATE_FORMAT",
     "NLS_LANG",
+    "REFUSED_IN_RUN",
+    "WARNING_PREFIX",
     "RenderedStep",
     "new_run_id",
+    "refused_in_run",
+    "render_condition",
     "render_host",
     "render_step",
 ]
@@ -49,8 +55,14 @@ __all__ = [
 NLS_LANG = "AMERICAN_AMERICA.AL32UTF8"  # English messages: the parser in rman.py reads them
 NLS_DATE_FORMAT = "YYYY-MM-DD HH24:MI:SS"  # times of day in the transcript, not just 20-AUG-25
 
+# The `backup` step's commands: {level} becomes 0 or 1, {cumulative} "CUMULATIVE " or nothing.
+BACKUP_BODY = "BACKUP INCREMENTAL LEVEL {level} {cumulative}DATABASE TAG 'FANOUT_L{level}';"
+
 BUILTIN_STEPS: Mapping[str, StepDef] = MappingProxyType(
     {
+        "backup": StepDef(
+            name="backup", kind=StepKind.RMAN, body=BACKUP_BODY, levels=LevelPolicy()
+        ),
         "full": StepDef(
             name="full",
             kind=StepKind.RMAN,
@@ -89,6 +101,10 @@ class RenderedStep:
     retries: int  # extra attempts after a failure
     on_failure: OnFailure
     empty_ok: bool = False  # "no files matched" (RMAN-20242 …) counts as success
+    requires: tuple[str, ...] = ()  # steps that must have succeeded in this run
+    when: str | None = None  # the condition's remote command (exit 0 run, 1 skip, else fail)
+    level: int | None = None  # the `backup` step: the level chosen for this run
+    detail: str | None = None  # shown beside the status: "level 0: no level 0 recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +116,38 @@ class Adopt:
     grace: float  # stop: seconds between SIGINT and SIGTERM (then 5 s to SIGKILL)
 
 
-def render_step(host: Host, step: StepDef, run_id: str, adopt: Adopt | None = None) -> RenderedStep:
+def render_step(
+    host: Host,
+    step: StepDef,
+    run_id: str,
+    adopt: Adopt | None = None,
+    *,
+    level: LevelChoice | None = None,
+) -> RenderedStep:
     """Render ``step`` for ``host``.
 
-    Raises ValueError if ``run_id`` is not a plain token (it goes inside an RMAN
-    string literal) or if an environment value holds a NUL byte (no environment
-    can carry one).
+    ``level``: the level-policy choice for a step with ``levels`` (the ``backup`` step);
+    without one such a step takes a level 0. Raises ValueError if ``run_id`` is not a
+    plain token (it goes inside an RMAN string literal) or if an environment value holds
+    a NUL byte (no environment can carry one).
     """
     if not _RUN_ID.fullmatch(run_id):
         raise ValueError(f"run id {run_id!r}: expected letters, digits, '_', '.', '-' (max 40)")
-    prologue = _environment(host)
+    body, detail, chosen = step.body, None, None
+    if step.levels is not None:
+        choice = level or LevelChoice(0, "no level policy decision", cumulative=False)
+        chosen, detail = choice.level, choice.describe()
+        cumulative = "CUMULATIVE " if choice.level == 1 and choice.cumulative else ""
+        body = body.replace("{level}", str(choice.level)).replace("{cumulative}", cumulative)
     if step.kind is StepKind.RMAN:
+        prologue = _environment(host, rman=True)
         lock = database_lock(host, run_id, step.name)
         if adopt is not None:
             lock = f"{adoption(host, step.name, adopt)}; {lock}"
-        command = f"{prologue}; {lock}; " + RMAN
-        stdin: str | None = _rman_script(step.body, run_id)
+        command = f"{prologue}; {lock}; {_catalog_probe(host)}{RMAN}"
+        stdin: str | None = _rman_script(body, run_id, host.catalog, step.configure)
     else:
-        command = f"{prologue}; {step.body.strip()}"
+        command = f"{_environment(host)}; {body.strip()}"
         stdin = None
     return RenderedStep(
         name=step.name,
@@ -128,7 +158,21 @@ def render_step(host: Host, step: StepDef, run_id: str, adopt: Adopt | None = No
         retries=step.retries if step.retries is not None else host.retries,
         on_failure=step.on_failure,
         empty_ok=step.empty_ok,
+        requires=step.requires,
+        when=render_condition(host, step.when) if step.when else None,
+        level=chosen,
+        detail=detail,
     )
+
+
+def render_condition(host: Host, condition: str) -> str:
+    """The remote command of a ``when:`` condition: the environment prologue, then it.
+
+    The condition is shell text the inventory's author wrote to run on the host, like a
+    shell step's body (not quoted: running it is the point). Exit 0: the step runs,
+    1: it is skipped ("condition false"), anything else fails it.
+    """
+    return f"{_environment(host)}; {condition.strip()}"
 
 
 RMAN = '"$ORACLE_HOME/bin/rman" target /'
@@ -232,10 +276,12 @@ def render_host(
     *,
     only: Collection[str] | None = None,
     adopt: Adopt | None = None,
+    levels: Mapping[str, LevelChoice] | None = None,
 ) -> tuple[RenderedStep, ...]:
     """Render the host's steps in its order; ``inventory.steps`` first, then BUILTIN_STEPS.
 
-    ``only`` keeps just those steps (a resume); ``adopt`` is passed to each of them.
+    ``only`` keeps just those steps (a resume, ``--steps``); ``adopt`` is passed to each
+    of them; ``levels`` maps a step with a level policy to its choice for this host.
     Raises KeyError for a step name found in neither (the loader rejects those first),
     and ValueError as ``render_step`` does.
     """
@@ -248,7 +294,8 @@ def render_host(
             step = BUILTIN_STEPS.get(name)
         if step is None:
             raise KeyError(f"host {host.name}: unknown step {name!r}")
-        rendered.append(render_step(host, step, run_id, adopt))
+        choice = levels.get(name) if levels is not None else None
+        rendered.append(render_step(host, step, run_id, adopt, level=choice))
     return tuple(rendered)
 
 
@@ -264,25 +311,158 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
-def _environment(host: Host) -> str:
+DEFAULT_ORATABS = ("/etc/oratab", "/var/opt/oracle/oratab")  # Linux/AIX/HP-UX, then Solaris
+ORATAB_EXIT = 3  # the step's exit status when ORACLE_HOME cannot be resolved
+
+
+def oratab_lookup(host: Host, *, rman: bool) -> str:
+    """POSIX sh that sets ORACLE_HOME from the host's oratab by ORACLE_SID, or fails the step.
+
+    The first existing file of ``host.oratab`` (or /etc/oratab, then /var/opt/oracle/oratab)
+    is read with a ``while read`` loop (builtins only: no process is forked). A line
+    matches when its first ``:``-separated field equals the SID exactly (an anchored
+    ``SID:`` match), so comments, blank lines, ``+ASM`` entries and other SIDs never do;
+    the first match with a non-empty home wins (as ``dbhome`` does with duplicates);
+    anything from the first non-printing character on (a CR of Windows line endings, a
+    blank) is not part of the home. Never sources ``oraenv``, which prompts when the SID
+    is missing. Fails with ``fanout: ORACLE_SID ERP not in /etc/oratab`` (or no oratab,
+    unreadable) on stderr; for an RMAN step also ``fanout: no rman in <home>/bin``, and on
+    success prints ``fanout: ORACLE_HOME <home> (from <oratab>)`` to stdout (the step's log).
+    """
+    files = (host.oratab,) if host.oratab else DEFAULT_ORATABS
+    fail = f"exit {ORATAB_EXIT}"
+    parts = [
+        f"ORACLE_HOME=; ot=; for f in {' '.join(shlex.quote(f) for f in files)}; do "
+        'if [ -e "$f" ]; then ot=$f; break; fi; done',
+        f"if [ -z \"$ot\" ]; then printf 'fanout: no oratab (looked for %s)\\n' "
+        f"{shlex.quote(', '.join(files))} >&2; {fail}; fi",
+        f'if [ ! -r "$ot" ]; then printf \'fanout: cannot read %s\\n\' "$ot" >&2; {fail}; fi',
+        'while IFS=: read -r s h r || [ -n "$s" ]; do h=${h%%[![:graph:]]*}; '
+        'if [ "$s" = "$ORACLE_SID" ] && [ -n "$h" ]; then ORACLE_HOME=$h; break; fi; '
+        's=; done <"$ot"',
+        "if [ -z \"$ORACLE_HOME\" ]; then printf 'fanout: ORACLE_SID %s not in %s\\n' "
+        f'"$ORACLE_SID" "$ot" >&2; {fail}; fi',
+    ]
+    if rman:
+        parts += [
+            'if [ ! -x "$ORACLE_HOME/bin/rman" ]; then '
+            f"printf 'fanout: no rman in %s/bin\\n' \"$ORACLE_HOME\" >&2; {fail}; fi",
+            'printf \'fanout: ORACLE_HOME %s (from %s)\\n\' "$ORACLE_HOME" "$ot"',
+        ]
+    return "; ".join(parts)
+
+
+def _environment(host: Host, *, rman: bool = False) -> str:
     env = {
         "ORACLE_SID": host.oracle_sid,
         "ORACLE_HOME": host.oracle_home,
         "NLS_LANG": NLS_LANG,
         "NLS_DATE_FORMAT": NLS_DATE_FORMAT,
     }
-    for key, value in env.items():
-        if "\0" in value:
+    for key, value in (*env.items(), ("oratab", host.oratab)):
+        if value is not None and "\0" in value:
             raise ValueError(f"host {host.name}: {key.lower()} contains a NUL byte")
-    assignments = "; ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    assignments = "; ".join(
+        f"{key}={shlex.quote(value)}" for key, value in env.items() if value is not None
+    )
+    if host.oracle_home is None:
+        assignments += "; " + oratab_lookup(host, rman=rman)
     return f"{assignments}; export {' '.join(env)}; unset TWO_TASK"
 
 
-def _rman_script(body: str, run_id: str) -> str:
+# Printed on stdout by the remote command; the engine keeps it as the step's detail.
+WARNING_PREFIX = "fanout: warning: "
+
+
+def _catalog_probe(host: Host) -> str:
+    """With ``catalog_optional``: sh that tries the catalog first and, when it cannot be
+    reached, drops the script's ``CONNECT CATALOG`` line (NOCATALOG) with a warning.
+
+    The probe is a separate rman reading only ``CONNECT CATALOG …; EXIT;`` (its output is
+    discarded so its error stack cannot fail the step); ``read`` consumes exactly the
+    first line of the step's stdin. Empty without a catalog or when it is required.
+    """
+    if host.catalog is None or not host.catalog_optional:
+        return ""
+    cat = shlex.quote(host.catalog)
+    warn = f"{WARNING_PREFIX}recovery catalog %s unreachable: ran NOCATALOG"
+    return (
+        f"if ! printf 'CONNECT CATALOG %s;\\nEXIT;\\n' {cat} | \"$ORACLE_HOME/bin/rman\" "
+        f">/dev/null 2>&1; then printf '{warn}\\n' {cat}; IFS= read -r _; fi; "
+    )
+
+
+# Commands RMAN accepts only at its prompt, never inside RUN { } (RMAN-00558 / RMAN-01009):
+# the reference marks them "execute this command only at the RMAN prompt".
+REFUSED_IN_RUN = frozenset(
+    {
+        "CONNECT",
+        "CONFIGURE",
+        "CREATE",  # CREATE CATALOG / CREATE SCRIPT
+        "DROP",  # DROP CATALOG / DROP DATABASE
+        "UPGRADE",  # UPGRADE CATALOG
+        "IMPORT",  # IMPORT CATALOG
+        "REPLACE",  # REPLACE SCRIPT
+        "PRINT",  # PRINT SCRIPT
+        "LIST",
+        "REPORT",
+        "SHOW",
+        "SPOOL",
+        "GRANT",
+        "REVOKE",
+        "RUN",
+        "EXIT",
+        "QUIT",
+    }
+)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_COMMENT = re.compile(r"#[^\n]*")
+
+
+def rman_commands(body: str) -> list[tuple[int, str]]:
+    """The commands of an RMAN text as (line number, first word upper-cased), in order.
+
+    Quoted strings and ``#`` comments are ignored; commands end at ``;``.
+    """
+    text = _COMMENT.sub("", _QUOTED.sub(lambda m: "''" + "\n" * m[0].count("\n"), body))
+    found, line = [], 1
+    for command in text.split(";"):
+        words = command.split()
+        if words:
+            first_line = line + command[: len(command) - len(command.lstrip())].count("\n")
+            found.append((first_line, words[0].upper().strip("{}")))
+        line += command.count("\n")
+    return found
+
+
+def refused_in_run(body: str) -> tuple[int, str] | None:
+    """The first command of ``body`` that RMAN refuses inside RUN, as (line, word); else None.
+
+    Braces are refused too: a ``}`` would end fanout's RUN block early.
+    """
+    for line, word in rman_commands(body):
+        if word in REFUSED_IN_RUN:
+            return line, word
+    stripped = _COMMENT.sub("", _QUOTED.sub("''", body))
+    for number, text in enumerate(stripped.splitlines(), 1):
+        text = text.replace("{level}", "").replace("{cumulative}", "")  # `backup` placeholders
+        for char in text:
+            if char in "{}":
+                return number, char
+    return None
+
+
+def _rman_script(
+    body: str, run_id: str, catalog: str | None = None, configure: tuple[str, ...] = ()
+) -> str:
     lines = [line.rstrip() for line in textwrap.dedent(body).splitlines()]
     while lines and not lines[0]:
         del lines[0]
     while lines and not lines[-1]:
         del lines[-1]
     inner = "".join(f"  {line}\n" if line else "\n" for line in lines)
-    return f"RUN {{\n  SET COMMAND ID TO 'fanout-{run_id}';\n{inner}}}\nEXIT;\n"
+    # Before RUN: RMAN refuses CONNECT and CONFIGURE inside it. The catalog is an Oracle
+    # wallet alias (/@RCAT): no password is ever part of a script, command line or log.
+    top = f"CONNECT CATALOG {catalog};\n" if catalog else ""
+    top += "".join(f"{line}\n" for line in configure)
+    return f"{top}RUN {{\n  SET COMMAND ID TO 'fanout-{run_id}';\n{inner}}}\nEXIT;\n"

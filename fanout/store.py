@@ -31,7 +31,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +56,7 @@ from fanout.events import (
 )
 from fanout.lock import canonical_inventory_path
 from fanout.paths import step_log_path
+from fanout.policy import LevelHistory
 
 __all__ = [
     "MIGRATIONS",
@@ -69,6 +70,7 @@ __all__ = [
     "Store",
     "StoreError",
     "open_store",
+    "read_level_history",
     "run_outcome",
 ]
 
@@ -143,10 +145,21 @@ def _migrate_v3(db: sqlite3.Connection) -> None:
         cause TEXT, at REAL NOT NULL, PRIMARY KEY (run_id, host, pgid))""")
 
 
+def _migrate_levels(db: sqlite3.Connection) -> None:
+    """The level policy (issue 13): steps.level (the backup level planned for the step),
+    steps.detail (the level's reason, warnings such as a NOCATALOG fallback) and
+    hosts.database (``Host.database_key``: whose level-0 history a step belongs to)."""
+    db.execute("ALTER TABLE steps ADD COLUMN level INTEGER")
+    db.execute("ALTER TABLE steps ADD COLUMN detail TEXT")
+    db.execute("ALTER TABLE hosts ADD COLUMN database TEXT")
+    db.execute("CREATE INDEX hosts_by_database ON hosts (database)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_levels,
 )
 
 
@@ -206,6 +219,8 @@ class StepRecord:
     exit_status: int | None
     cause: str | None
     log_path: str | None
+    level: int | None = None  # the backup level planned for it (level-policy steps only)
+    detail: str | None = None  # "level 0: no successful level 0 recorded", warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,27 +279,33 @@ _RUN_STARTED = """INSERT INTO runs (id, inventory_path, inventory_sha256, argv, 
         inventory_path = excluded.inventory_path, inventory_sha256 = excluded.inventory_sha256,
         argv = excluded.argv, resumed_from = excluded.resumed_from, pid = excluded.pid,
         hostname = excluded.hostname"""
-_PLAN_HOST = """INSERT INTO hosts (run_id, name, position, priority, address, oracle_sid)
-    VALUES (?, ?, ?, ?, ?, ?)"""
-_PLAN_STEP = "INSERT INTO steps (run_id, host, step, position) VALUES (?, ?, ?, ?)"
+_PLAN_HOST = """INSERT INTO hosts (run_id, name, position, priority, address, oracle_sid,
+        database) VALUES (?, ?, ?, ?, ?, ?, ?)"""
+_PLAN_STEP = "INSERT INTO steps (run_id, host, step, position, level) VALUES (?, ?, ?, ?, ?)"
 _HOST_STARTED = "UPDATE hosts SET status = 'running', started_at = ? WHERE run_id = ? AND name = ?"
 # A step the RunStarted plan did not name is appended to its host's steps.
 _NEXT_POSITION = (
     "(SELECT COALESCE(MAX(position) + 1, 0) FROM steps WHERE run_id = ?1 AND host = ?2)"
 )
 _STEP_STARTED = f"""INSERT INTO steps (run_id, host, step, position, status, attempt, started_at,
-        log_path) VALUES (?1, ?2, ?3, {_NEXT_POSITION}, 'running', ?4, ?5, ?6)
+        log_path, detail) VALUES (?1, ?2, ?3, {_NEXT_POSITION}, 'running', ?4, ?5, ?6, ?7)
     ON CONFLICT (run_id, host, step) DO UPDATE SET status = 'running', attempt = ?4,
         started_at = ?5, ended_at = NULL, exit_status = NULL, cause = NULL,
-        log_path = COALESCE(?6, log_path)"""
+        log_path = COALESCE(?6, log_path), detail = COALESCE(?7, detail)"""
 _STEP_FINISHED = f"""INSERT INTO steps (run_id, host, step, position, status, attempt, ended_at,
-        exit_status, cause) VALUES (?1, ?2, ?3, {_NEXT_POSITION}, ?4, ?5, ?6, ?7, ?8)
+        exit_status, cause, detail) VALUES (?1, ?2, ?3, {_NEXT_POSITION}, ?4, ?5, ?6, ?7, ?8, ?9)
     ON CONFLICT (run_id, host, step) DO UPDATE SET status = ?4, attempt = ?5, ended_at = ?6,
-        exit_status = ?7, cause = ?8"""
+        exit_status = ?7, cause = ?8, detail = COALESCE(?9, detail)"""
 _HOST_FINISHED = (
     "UPDATE hosts SET status = ?, cause = ?, ended_at = ? WHERE run_id = ? AND name = ?"
 )
 _RUN_FINISHED = "UPDATE runs SET ended_at = ?, exit_code = ?, outcome = ? WHERE id = ?"
+_LEVEL0_ROWS = """FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
+    JOIN runs AS r ON r.id = s.run_id WHERE h.database = ?1 AND s.level = 0"""
+_LAST_LEVEL0 = f"SELECT MAX(r.started_at) {_LEVEL0_ROWS} AND s.status = 'ok'"
+_OWED_LEVEL0 = f"""SELECT MIN(r.started_at) {_LEVEL0_ROWS} AND s.status != 'ok'
+    AND NOT (s.status = 'skipped' AND s.cause IS 'condition false')
+    AND r.started_at > COALESCE(?2, -1)"""
 _RUN_COLUMNS = """id, inventory_path, inventory_sha256, argv, started_at, ended_at, outcome,
     exit_code, resumed_from, pid, hostname"""
 _RunRow = tuple[
@@ -397,6 +418,18 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def read_level_history(state_dir: PathArg, databases: Iterable[str]) -> dict[str, LevelHistory]:
+    """``Store.level_history`` of the run store in ``state_dir``; empty when there is none
+    yet (``fanout plan`` creates nothing). Raises ``StoreError`` as ``open_store`` does."""
+    if not (Path(state_dir) / DB_NAME).exists():
+        return {}
+    with open_store(state_dir) as store:
+        try:
+            return store.level_history(databases)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{store.path}: {exc}") from exc
+
+
 class Store:
     """Run history in SQLite, and an EventSink. Get one from ``open_store``.
 
@@ -437,14 +470,22 @@ class Store:
             case StepStarted():
                 log = str(step_log_path(self.path.parent, event.run_id, event.host, event.step))
                 key = (event.run_id, event.host, event.step)
-                stmts = [(_STEP_STARTED, (*key, event.attempt, event.at, log))]
+                stmts = [(_STEP_STARTED, (*key, event.attempt, event.at, log, event.detail))]
             case StepFinished():
                 status = "pending" if event.will_retry else event.status.value
                 key = (event.run_id, event.host, event.step)
                 stmts = [
                     (
                         _STEP_FINISHED,
-                        (*key, status, event.attempt, event.at, event.exit_status, event.cause),
+                        (
+                            *key,
+                            status,
+                            event.attempt,
+                            event.at,
+                            event.exit_status,
+                            event.cause,
+                            event.detail,
+                        ),
                     )
                 ]
             case HostFinished():
@@ -485,9 +526,22 @@ class Store:
         )
         stmts: list[_Stmt] = [(_RUN_STARTED, started)]
         for position, host in enumerate(event.hosts):
-            params = (run, host.name, position, host.priority, host.address, host.oracle_sid)
+            database = host.database or f"{host.oracle_sid}@{host.address.lower()}"
+            params = (
+                run,
+                host.name,
+                position,
+                host.priority,
+                host.address,
+                host.oracle_sid,
+                database,
+            )
             stmts.append((_PLAN_HOST, params))
-            stmts.extend((_PLAN_STEP, (run, host.name, s, i)) for i, s in enumerate(host.steps))
+            levels = dict(zip(host.steps, host.levels, strict=False))
+            stmts.extend(
+                (_PLAN_STEP, (run, host.name, s, i, levels.get(s)))
+                for i, s in enumerate(host.steps)
+            )
         return stmts
 
     def _commit(self, stmts: Sequence[_Stmt]) -> None:
@@ -544,7 +598,8 @@ class Store:
         steps: dict[str, list[StepRecord]] = {}
         for host, *fields in self._db.execute(
             """SELECT host, step, position, status, attempt, started_at, ended_at, exit_status,
-                      cause, log_path FROM steps WHERE run_id = ? ORDER BY host, position""",
+                      cause, log_path, level, detail FROM steps WHERE run_id = ?
+               ORDER BY host, position""",
             (run_id,),
         ):
             steps.setdefault(host, []).append(StepRecord(*fields))
@@ -587,6 +642,22 @@ class Store:
             if todo:
                 plan[host.name] = todo
         return plan
+
+    def level_history(self, databases: Iterable[str]) -> dict[str, LevelHistory]:
+        """Each database's level-0 record (``Host.database_key``), for ``policy.choose_level``.
+
+        ``last_level0``: the start of the newest run in which a level 0 of it succeeded.
+        ``owed_since``: the oldest later run in which its planned level 0 did not succeed
+        (failed, cancelled, skipped for any reason but a false ``when``, never started,
+        or still 'running' in a run that died). Databases with no level-0 row are absent.
+        """
+        found: dict[str, LevelHistory] = {}
+        for database in databases:
+            (last,) = self._db.execute(_LAST_LEVEL0, (database,)).fetchone()
+            (owed,) = self._db.execute(_OWED_LEVEL0, (database, last)).fetchone()
+            if last is not None or owed is not None:
+                found[database] = LevelHistory(last, owed)
+        return found
 
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row

@@ -168,6 +168,8 @@ class Run:
         self.child: subprocess.Popen[bytes] | None = None
         self.total = 1.0  # the transcript's total weight
         self.deadline = time.monotonic() + float(cfg["max_seconds"])
+        self.preamble: list[str] = []  # what the commands before RUN printed
+        self.refused: tuple[list[str] | None, str] = (None, "")  # a parse or catalog error
         STDOUT["survive_epipe"] = bool(cfg["survive_epipe"])
         control = os.environ.get(CONTROL_ENV, "")
         self.control = int(control) if control.isdigit() else None
@@ -313,7 +315,8 @@ def transcript(run: Run) -> list[tuple[list[str], float]]:
             allocated = True
         sets: list[tuple[str, list[str]]] = []
         if re.search(r"\bDATABASE\b", upper):
-            level = "incremental level 0" if "LEVEL 0" in upper else "full"
+            found = re.search(r"\bLEVEL\s+([01])", upper)
+            level = f"incremental level {found.group(1)}" if found else "full"
             files = [
                 f"input datafile file number={n:05d} name=/u01/app/oracle/oradata/{sid}/"
                 f"{DATAFILES[(n - 1) % len(DATAFILES)]}.dbf"
@@ -411,7 +414,8 @@ def behave(run: Run) -> tuple[int, str]:
     run.total, cut = sum(weight for _, weight in beats) or 1.0, first_piece(beats)
     hangs = behaviour in (*HANGS, "drop")  # all up to the piece in one write, then silence,
     first = [line for lines, _ in beats[:cut] for line in lines] if hangs else []
-    say(*banner(run.sid), prompts(run.script), *first)  # so a closed stdout cannot end it
+    # all up to the piece at once, so a closed stdout cannot end a hang
+    say(*banner(run.sid), prompts(run.script), *run.preamble, *first)
     if behaviour == "fail":
         play(run, beats[:cut], seconds)
         named = not isinstance(cfg["error"], list)
@@ -500,6 +504,109 @@ def ignored_signals(cfg: dict[str, Any]) -> set[str]:
     return {str(name) for name in cfg["ignore"]} | extra.get(cfg["behaviour"], set())
 
 
+# -- the RUN-block rules, catalog, CONFIGURE, level ----------------------------------------------
+#
+# RMAN accepts CONNECT, CONFIGURE and the catalog/script administration commands only at its
+# prompt: inside RUN { } they are a parse error (RMAN-00558 / RMAN-01009 / RMAN-01007) and the
+# block does not run. Setting "catalog": "ok" (default) | "unreachable" (CONNECT CATALOG fails
+# with RMAN-04004 / ORA-12154 and nothing else runs). Start records gain level (0, 1 or null),
+# cumulative, catalog (the connect string or null), catalog_connected and configure (a list).
+
+PROMPT_ONLY = frozenset(
+    (
+        *("CONNECT", "CONFIGURE", "CREATE", "DROP", "UPGRADE", "IMPORT", "REPLACE", "PRINT"),
+        *("LIST", "REPORT", "SHOW", "SPOOL", "GRANT", "REVOKE", "RUN", "EXIT", "QUIT"),
+    )
+)
+IN_RUN_EXPECTED = (
+    '"allocate, alter, backup, catalog, change, crosscheck, delete, duplicate, execute, '
+    "flashback, host, recover, release, restore, resync, send, set, shutdown, sql, startup, "
+    'switch, transport, validate, }"'
+)
+
+
+def statements(text: str, first_line: int) -> list[tuple[int, int, str]]:
+    """(line, column, command) of each ``;``-terminated command; quotes and comments aside."""
+
+    def mask(m: re.Match[str]) -> str:
+        return re.sub(r"[^\n]", " " if m[0].startswith("#") else "x", m[0])
+
+    masked = re.sub(r"'[^']*'|\"[^\"]*\"|#[^\n]*", mask, text)
+    found, pos = [], 0
+    for piece in masked.split(";"):
+        stripped = piece.lstrip()
+        if stripped.strip():
+            offset = pos + len(piece) - len(stripped)
+            before = text[:offset]
+            column = offset - (before.rfind("\n") + 1) + 1
+            command = masked[offset : pos + len(piece)].strip()
+            found.append((first_line + before.count("\n"), column, command))
+        pos += len(piece) + 1
+    return found
+
+
+def fleet_checks(script: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the fake checks and records about a script beyond its BACKUP commands."""
+    result: dict[str, Any] = {"record": {}, "preamble": [], "error": None, "how": ""}
+    match = re.search(r"\bRUN\s*\{", script, re.IGNORECASE)
+    head = script[: match.start()] if match else script
+    body_start = match.end() if match else len(script)
+    close = script.find("}", body_start)
+    body = script[body_start : close if close >= 0 else len(script)]
+    body_line = script[:body_start].count("\n") + 1
+    levels = re.findall(r"\bINCREMENTAL\s+LEVEL\s+([01])", body, re.IGNORECASE)
+    catalog, configure = None, []
+    for _line, _col, command in statements(head, 1):
+        words = command.split()
+        if len(words) >= 3 and [w.upper() for w in words[:2]] == ["CONNECT", "CATALOG"]:
+            catalog = words[2]
+        elif words and words[0].upper() == "CONFIGURE":
+            configure.append(" ".join(words))
+    result["record"] = {
+        "level": int(levels[0]) if levels else None,
+        "cumulative": bool(re.search(r"\bCUMULATIVE\b", body, re.IGNORECASE)),
+        "catalog": catalog,
+        "catalog_connected": None,
+        "configure": configure,
+    }
+    for line, column, command in statements(body, body_line):
+        word = command.split()[0] if command.split() else ""
+        if word.upper() in PROMPT_ONLY:
+            result["error"] = [
+                "RMAN-00558: error encountered while parsing input commands",
+                f'RMAN-01009: syntax error: found "{word.lower()}": expecting one of: '
+                + IN_RUN_EXPECTED,
+                f"RMAN-01007: at line {line} column {column} file: standard input",
+            ]
+            result["how"] = "parse"
+            return result
+    if catalog is not None:
+        reachable = cfg.get("catalog", "ok") != "unreachable"
+        result["record"]["catalog_connected"] = reachable
+        if not reachable:
+            result["error"] = [
+                "RMAN-04004: error from recovery catalog database: "
+                "ORA-12154: TNS:could not resolve the connect identifier specified"
+            ]
+            result["how"] = "catalog"
+            return result
+        result["preamble"].append("connected to recovery catalog database")
+    for command in configure:
+        result["preamble"] += [
+            "",
+            "new RMAN configuration parameters:",
+            command.rstrip(";") + ";",
+            "new RMAN configuration parameters are successfully stored",
+        ]
+    return result
+
+
+def refuse(run: Run, error: list[str], how: str) -> tuple[int, str]:
+    """RMAN's answer to a script it refuses: banner, the error stack, exit 1."""
+    say(*banner(run.sid), prompts(run.script), *error_stack(error), *TAIL)
+    return 1, how
+
+
 def no_sid() -> tuple[int, str]:
     """rman without ORACLE_SID: ``target /`` cannot connect."""
     stack = ["RMAN-04005: error from target database:"]
@@ -520,6 +627,9 @@ def start(home: str, record: dict[str, Any]) -> Run:
         elif cfg["behaviour"] == "drop" and before:
             cfg["behaviour"] = "ok"  # a network blip, once
     run = Run(home, sid, script, kind, cfg)
+    fleet = fleet_checks(script, cfg)  # RUN-block rules, catalog, CONFIGURE, level
+    record.update(fleet["record"])
+    run.preamble, run.refused = fleet["preamble"], (fleet["error"], fleet["how"])
     if cfg["child"]:
         import subprocess
 
@@ -554,7 +664,11 @@ def main() -> int:
     status, how = 1, "exit"
     try:
         run = start(home, record)
-        status, how = behave(run) if run.sid else no_sid()
+        error, refused_how = run.refused
+        if error:
+            status, how = refuse(run, error, refused_how)
+        else:
+            status, how = behave(run) if run.sid else no_sid()
     except Signalled as sig:
         status, how = (
             (1, sig.name)

@@ -192,6 +192,8 @@ def _step_lines(step: StepRecord, live: bool, now: float, row: _Row) -> list[str
     lines = [row(f"  {step.step}", step.status, format_duration(span), ", ".join(notes))]
     if step.cause:
         lines.append(f"      {step.cause}")
+    if step.detail:
+        lines.append(f"      {step.detail}")
     if step.log_path:
         lines.append(f"      log: {step.log_path}")
     return lines
@@ -231,6 +233,8 @@ def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
                 "exit_status": s.exit_status,
                 "cause": s.cause,
                 "log_path": s.log_path,
+                "level": s.level,
+                "detail": s.detail,
             }
             for s in host.steps
         ],

@@ -413,6 +413,10 @@ def _step_cell(cell: StepCell, now: float, spin: str, sym: Symbols) -> Cell:
             text = f"{sym.skipped} skipped"
         case _:
             assert_never(cell.status)
+    level = cell.level  # the backup step's level: "✓ L0 1h02m"
+    if level is not None and cell.status is not CellStatus.SKIPPED:
+        mark, _, rest = text.partition(" ")
+        text = f"{mark} {level} {rest}".rstrip()
     return text, STYLES[cell.status]
 
 

@@ -44,10 +44,10 @@ EVENT_FIELDS = {
     "host_started": ["event", "run_id", "host", "at"],
     "connect_failed": ["event", "run_id", "host", "attempt", "cause", "will_retry", "at"],
     "host_connected": ["event", "run_id", "host", "attempt", "at"],
-    "step_started": ["event", "run_id", "host", "step", "attempt", "command", "at"],
+    "step_started": ["event", "run_id", "host", "step", "attempt", "command", "at", "detail"],
     "step_finished": [
         *("event", "run_id", "host", "step", "attempt", "status", "exit_status", "cause"),
-        *("duration", "will_retry", "at"),
+        *("duration", "will_retry", "at", "detail"),
     ],
     "host_finished": ["event", "run_id", "host", "status", "cause", "duration", "detail", "at"],
     "cancel_requested": ["event", "run_id", "reason", "forced", "at"],
@@ -461,6 +461,8 @@ def test_json_prints_one_documented_object_per_line(
         "oracle_sid": "ERP",
         "address": "127.0.0.1",
         "steps": list(STEPS),
+        "database": "ERP@127.0.0.1",
+        "levels": [None, None, None],
     }
     statuses = {e["host"]: e["status"] for e in events if e["event"] == "host_finished"}
     assert statuses == {"erp": "ok", "crm": "failed", "down": "failed"}

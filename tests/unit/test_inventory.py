@@ -294,11 +294,6 @@ ERRORS = [
         id="unknown-key-no-hint",
     ),
     pytest.param(
-        _host().replace(f"    oracle_home: {HOME}\n", ""),
-        "nightly.yaml:2: hosts[0]: missing required key 'oracle_home' (set it here or in defaults)",
-        id="missing-oracle-home",
-    ),
-    pytest.param(
         _host().replace("    oracle_sid: ERP\n", ""),
         "nightly.yaml:2: hosts[0]: missing required key 'oracle_sid'",
         id="missing-key",
@@ -363,7 +358,7 @@ ERRORS = [
     pytest.param(
         _host("steps: [incremental]"),
         "nightly.yaml:7: hosts[0].steps[0]: unknown step 'incremental'"
-        " (known: archivelog, controlfile, full)",
+        " (known: archivelog, backup, controlfile, full)",
         id="unknown-step",
     ),
     pytest.param(

@@ -100,7 +100,7 @@ def test_controlfile_backs_up_controlfile_and_spfile() -> None:
 
 def test_builtins_delete_nothing_and_never_add_plus_archivelog() -> None:
     """No built-in deletes input or repeats archived logs via PLUS ARCHIVELOG."""
-    assert set(BUILTIN_STEPS) == {"full", "archivelog", "controlfile"}
+    assert set(BUILTIN_STEPS) == {"backup", "full", "archivelog", "controlfile"}
     for name, step in BUILTIN_STEPS.items():
         assert step.name == name
         assert step.kind is StepKind.RMAN

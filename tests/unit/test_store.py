@@ -698,6 +698,8 @@ def test_json_shapes() -> None:
             "exit_status": 1,
             "cause": "ORA-19809: limit",
             "log_path": "/logs/db03.log",
+            "level": None,
+            "detail": None,
         }
     ]
     json.dumps(shown)  # serialisable as is
