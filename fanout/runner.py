@@ -52,10 +52,19 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """What a resumed run continues: the earlier run and, per host, the steps still to do."""
+    """What a resumed run continues.
+
+    ``steps``: per selected host, the steps it still owes, in the inventory's order.
+    ``runs``: per host, the earlier runs that may have left one of those steps running or
+    finished it unseen (the host's ledger is checked against them). ``run_id``: the latest
+    of them, recorded as the run this one continues. ``dropped``: owed work this inventory
+    can no longer resume, one line each: the run then exits non-zero.
+    """
 
     run_id: str
     steps: dict[str, tuple[str, ...]]
+    runs: dict[str, tuple[str, ...]]
+    dropped: tuple[str, ...] = ()
 
 
 def run_inventory(
@@ -80,15 +89,17 @@ def run_inventory(
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
         if options.resume is not None:
-            resume = plan_resume(options.resume, inventory, state_dir)
-            if resume is None:
-                return 0
+            resume = plan_resume(options.resume, inventory, hosts, state_dir)
+            for line in resume.dropped:
+                _warn(line)
             hosts = tuple(h for h in hosts if h.name in resume.steps)
             if not hosts:
-                _note(f"nothing to resume in run {resume.run_id} for the selected hosts")
-                return 0
+                return 1 if resume.dropped else 0
         run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
-        return asyncio.run(run if serve is None else _served(serve, run))
+        exit_code = asyncio.run(run if serve is None else _served(serve, run))
+        if resume is not None and resume.dropped and exit_code == 0:
+            return 1  # the work that was resumable succeeded; some owed work was not resumed
+        return exit_code
 
 
 async def _served(
@@ -102,42 +113,54 @@ async def _served(
         run.close()  # no-op once awaited
 
 
-def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | None:
-    """The run to continue and its unfinished steps that this inventory still names.
+def plan_resume(
+    wanted: str, inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path
+) -> Resume:
+    """What the selected ``hosts`` still owe, and what cannot be resumed.
 
-    ``wanted`` is a run id or "latest" (the latest run of this inventory, if it did
-    not fully succeed). Returns None, after saying why, when there is nothing to do.
-    Raises FanoutError for an unknown run id.
+    ``wanted`` "latest" (a bare ``--resume``): by database, every step whose latest outcome
+    across all runs of this inventory (full, ``--limit`` and resumed runs alike) was not a
+    success. A run id: that run's chain (the runs it continues and those continuing it).
+    An owed step the host no longer names is reported in ``dropped``, never silently
+    left out; a host no longer in the inventory is only noted (its removal was a choice).
+    Says "nothing to resume" only when nothing is owed. Raises FanoutError for an
+    unknown run id.
     """
     from fanout.store import open_store
 
     with open_store(state_dir) as store:
         if wanted == "latest":
-            run = store.latest_unfinished_run(inventory.path)
-            if run is None:
-                _note(
-                    f"nothing to resume: the latest run of {inventory.path} succeeded (or none ran)"
-                )
-                return None
-            run_id = run.run_id
+            owed = store.owed_steps(inventory.path)
         else:
-            detail = store.run_detail(wanted)
-            if detail is None:
+            if store.run_detail(wanted) is None:
                 raise FanoutError(f"no run {wanted!r} in the run store of {state_dir}")
-            run_id, run = wanted, detail.run
-        todo = store.resume_plan(run_id)
-    if run.inventory_sha256 and run.inventory_sha256 != inventory.sha256:
-        _note(f"{inventory.path} changed since run {run_id}: resuming only what it still names")
-    hosts = {h.name: h for h in inventory.hosts}
-    steps = {
-        name: kept
-        for name, records in todo.items()
-        if name in hosts and (kept := tuple(s.step for s in records if s.step in hosts[name].steps))
-    }
-    if not steps:
-        _note(f"nothing to resume in run {run_id}")
-        return None
-    return Resume(run_id, steps)
+            owed = store.owed_steps(None, runs=store.run_chain(wanted))
+    where = f"run {wanted}" if wanted != "latest" else str(inventory.path)
+    known = {h.name for h in inventory.hosts}
+    for name in owed:
+        if name not in known:
+            _note(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
+    steps: dict[str, tuple[str, ...]] = {}
+    runs: dict[str, tuple[str, ...]] = {}
+    dropped: list[str] = []
+    latest_run = ""
+    for host in hosts:
+        debts = {debt.step: debt for debt in owed.get(host.name, ())}
+        kept = tuple(step for step in host.steps if step in debts)
+        dropped.extend(
+            f"{host.name}: cannot resume {debt.step} ({debt.status} in run "
+            f"{debt.run_id}): {inventory.path} no longer names it for this host"
+            for debt in debts.values()
+            if debt.step not in host.steps
+        )
+        if kept:
+            steps[host.name] = kept
+            chain = sorted({run for debt in debts.values() for run in debt.runs})
+            runs[host.name] = tuple(chain)
+            latest_run = max(latest_run, *chain)
+    if not steps and not dropped:
+        _note(f"nothing to resume: every step of {where} has succeeded since it last failed")
+    return Resume(latest_run or wanted, steps, runs, tuple(dropped))
 
 
 async def _run(
@@ -160,13 +183,16 @@ async def _run(
     if resume is None:
         targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
     else:
-        adopt = Adopt(
-            resume.run_id, stop=options.stop_running, grace=inventory.settings.cancel_grace
-        )
-        targets = [
-            Target(h, render_host(inventory, h, run_id, only=resume.steps[h.name], adopt=adopt))
-            for h in hosts
-        ]
+        targets = []
+        for h in hosts:
+            adopt = Adopt(
+                resume.runs[h.name],
+                stop=options.stop_running,
+                grace=inventory.settings.cancel_grace,
+                continues=resume.run_id,
+            )
+            only = resume.steps[h.name]
+            targets.append(Target(h, render_host(inventory, h, run_id, only=only, adopt=adopt)))
     state = RunState()
     console = None if options.batch else _live_console(options, out)
     with open_store(state_dir) as store, LogSink(state_dir) as logs, _signals_fire(token):

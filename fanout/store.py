@@ -31,7 +31,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -233,6 +233,34 @@ class ResumeStep:
         """Seen to start, never to end: check the remote side before starting it again."""
         return self.status == "running"
 
+
+@dataclass(frozen=True, slots=True)
+class OwedStep:
+    """A step a database still owes: its latest outcome, across every run of the inventory,
+    was not a success.
+
+    ``runs`` are the runs, oldest first, that attempted or planned it since its last
+    success: any of them may have left it running, or finished it while fanout was away.
+    """
+
+    step: str
+    status: str  # the latest: 'failed', 'cancelled', 'skipped', 'pending' or 'running'
+    cause: str | None
+    runs: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        """The latest run that owed it."""
+        return self.runs[-1]
+
+    @property
+    def possibly_running(self) -> bool:
+        """Seen to start, never to end: check the remote side before starting it again."""
+        return self.status == "running"
+
+
+# A skip that is not a debt: the host's `when:` condition said this node has nothing to do.
+NOT_OWED_SKIP = "condition false"
 
 # ---- SQL written per event --------------------------------------------------------------------
 
@@ -492,6 +520,64 @@ class Store:
             if todo:
                 plan[host.name] = todo
         return plan
+
+    def owed_steps(
+        self, inventory_path: PathArg | None, runs: Collection[str] | None = None
+    ) -> dict[str, tuple[OwedStep, ...]]:
+        """Host -> the steps it still owes, by the latest outcome across all runs of the
+        inventory: full runs, ``--limit`` runs and resumes alike. Hosts and steps come in
+        the order they last ran; a host owing nothing is absent.
+
+        A step is owed when its latest record is not 'ok' (a skip whose cause starts with
+        ``NOT_OWED_SKIP`` is no debt). Runs that never named a host leave it untouched.
+        ``runs`` narrows the history to those runs (a run's chain, for ``--resume RUN``).
+        """
+        rows = self._db.execute(
+            """WITH history AS (
+                   SELECT s.host, s.step, s.status, s.cause, s.run_id, s.position,
+                          r.started_at AS at, r.rowid AS seq
+                   FROM steps AS s JOIN runs AS r ON r.id = s.run_id
+                   WHERE (?1 IS NULL OR r.inventory_path = ?1)
+                     AND (?2 IS NULL OR r.id IN (SELECT value FROM json_each(?2)))),
+               last_ok AS (
+                   SELECT host, step, MAX(at) AS at FROM history WHERE status = 'ok'
+                   GROUP BY host, step)
+               SELECT h.host, h.step, h.status, h.cause, h.run_id FROM history AS h
+               LEFT JOIN last_ok AS o ON o.host = h.host AND o.step = h.step
+               WHERE o.at IS NULL OR h.at > o.at
+               ORDER BY h.at, h.seq, h.position""",
+            (
+                None if inventory_path is None else canonical_inventory_path(inventory_path),
+                None if runs is None else json.dumps(list(runs)),
+            ),
+        ).fetchall()
+        chains: dict[tuple[str, str], list[str]] = {}
+        latest: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for host, step, status, cause, run_id in rows:
+            chains.setdefault((host, step), []).append(run_id)
+            latest[host, step] = (status, cause)
+        owed: dict[str, list[OwedStep]] = {}
+        for (host, step), (status, cause) in latest.items():
+            if status == "skipped" and (cause or "").startswith(NOT_OWED_SKIP):
+                continue
+            owed.setdefault(host, []).append(
+                OwedStep(step, status, cause, tuple(chains[host, step]))
+            )
+        return {host: tuple(steps) for host, steps in owed.items()}
+
+    def run_chain(self, run_id: str) -> tuple[str, ...]:
+        """``run_id`` with the runs it continues and the runs that continue it, oldest first."""
+        rows = self._db.execute(
+            """WITH RECURSIVE
+                 up(id) AS (SELECT ? UNION SELECT r.resumed_from FROM runs AS r JOIN up
+                            ON r.id = up.id WHERE r.resumed_from IS NOT NULL),
+                 down(id) AS (SELECT ? UNION SELECT r.id FROM runs AS r JOIN down
+                              ON r.resumed_from = down.id)
+               SELECT id FROM runs WHERE id IN (SELECT id FROM up UNION SELECT id FROM down)
+               ORDER BY started_at, rowid""",
+            (run_id, run_id),
+        ).fetchall()
+        return tuple(run for (run,) in rows)
 
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row
