@@ -171,7 +171,9 @@ def test_remote_lock_makes_another_inventorys_backup_fail_fast(
 def _shell_waiting_to_adopt() -> bool:
     """A resumed step's remote shell is waiting for the original step (its command line holds
     the adoption preamble)."""
-    ps = subprocess.run(["ps", "-e", "-ww", "-o", "args"], capture_output=True, text=True, check=True)
+    ps = subprocess.run(
+        ["ps", "-e", "-ww", "-o", "args"], capture_output=True, text=True, check=True
+    )
     return any(
         "already completed in run" in line and "ps -e" not in line
         for line in ps.stdout.splitlines()
