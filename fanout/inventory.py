@@ -369,6 +369,7 @@ _SETTINGS: _Parsers = {
     "cancel_grace": _Reader.grace,
     "state_dir": _Reader.local_path,
     "max_connecting": _Reader.positive,
+    "retention": _Reader.timeout,  # a positive duration: logs and runs older are pruned
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {

@@ -48,6 +48,7 @@ class Settings:
     cancel_grace: float = 60.0  # seconds rman gets to abort after SIGINT before SIGTERM
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/fanout or ~/.local/state/fanout
     max_connecting: int = 128  # SSH handshakes in flight at once (they cost CPU on both ends)
+    retention: float | None = None  # seconds; None: keep logs and runs forever (see prune.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
+    summary_only: bool = False  # batch: no line per event, only the end-of-run summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +80,17 @@ def run_inventory(
     it ends (``fanout demo`` runs its simulated fleet there); ``fanout run`` passes none.
     """
     from fanout.lock import acquire_run_lock
-    from fanout.paths import resolve_state_dir
+    from fanout.paths import choose_state_dir
 
     inventory = load_inventory(options.inventory)
     hosts = select_hosts(inventory.hosts, options.limit, options.tags)
     if not hosts:
         raise InventoryError(str(options.inventory), None, "", "no host matches the selection")
-    state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
+    state_dir = choose_state_dir(options.state_dir, inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
         if options.resume is not None:
-            resume = plan_resume(options.resume, inventory, hosts, state_dir)
+            resume = plan_resume(options.resume, inventory, hosts, state_dir, quiet=options.quiet)
             for line in resume.dropped:
                 _warn(line)
             hosts = tuple(h for h in hosts if h.name in resume.steps)
@@ -97,6 +98,8 @@ def run_inventory(
                 return 1 if resume.dropped else 0
         run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
         exit_code = asyncio.run(run if serve is None else _served(serve, run))
+        if inventory.settings.retention is not None:
+            _apply_retention(inventory, state_dir, inventory.settings.retention, options.quiet)
         if resume is not None and resume.dropped and exit_code == 0:
             return 1  # the work that was resumable succeeded; some owed work was not resumed
         return exit_code
@@ -114,7 +117,12 @@ async def _served(
 
 
 def plan_resume(
-    wanted: str, inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path
+    wanted: str,
+    inventory: Inventory,
+    hosts: tuple[Host, ...],
+    state_dir: Path,
+    *,
+    quiet: bool = False,
 ) -> Resume:
     """What the selected ``hosts`` still owe, and what cannot be resumed.
 
@@ -124,9 +132,11 @@ def plan_resume(
     An owed step the host no longer names is reported in ``dropped``, never silently
     left out; a host no longer in the inventory is only noted (its removal was a choice).
     Says "nothing to resume" only when nothing is owed. Raises FanoutError for an
-    unknown run id.
+    unknown run id. ``quiet`` (cron): the notes are not printed, only what ``dropped`` says.
     """
     from fanout.store import open_store
+
+    note = (lambda message: None) if quiet else _note
 
     with open_store(state_dir) as store:
         if wanted == "latest":
@@ -139,7 +149,7 @@ def plan_resume(
     known = {h.name for h in inventory.hosts}
     for name in owed:
         if name not in known:
-            _note(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
+            note(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
     steps: dict[str, tuple[str, ...]] = {}
     runs: dict[str, tuple[str, ...]] = {}
     dropped: list[str] = []
@@ -159,7 +169,7 @@ def plan_resume(
             runs[host.name] = tuple(chain)
             latest_run = max(latest_run, *chain)
     if not steps and not dropped:
-        _note(f"nothing to resume: every step of {where} has succeeded since it last failed")
+        note(f"nothing to resume: every step of {where} has succeeded since it last failed")
     return Resume(latest_run or wanted, steps, runs, tuple(dropped))
 
 
@@ -215,9 +225,11 @@ async def _run(
                 # late-bound: the engine is built below, with the view among its sinks
                 cancel_host=lambda name: engine.cancel_host(name),
                 console=console,
+                tags={h.name: h.tags for h in hosts},
             )
         output = view if view is not None else _output_sink(options, out)
-        sink = FanOut([store, logs, state, output])
+        sinks: list[EventSink] = [store, logs, state]
+        sink = FanOut(sinks if output is None else [*sinks, output])
 
         def on_cancel(reason: CancelReason, forced: bool) -> None:
             sink.emit(CancelRequested(run_id, reason, forced, at=_now()))
@@ -246,7 +258,8 @@ async def _run(
         console.print(render_summary_rich(state, log_dir=log_dir, exit_code=exit_code))
     elif not options.json:
         if options.quiet:
-            print(summary_line(state, exit_code), file=out)
+            if exit_code != 0:  # cron mails what is printed: nothing when all went well
+                print(summary_line(state, exit_code), file=out)
         else:
             print(
                 render_summary_text(state, log_dir=log_dir, exit_code=exit_code),
@@ -264,6 +277,26 @@ async def _run(
     return exit_code
 
 
+def _apply_retention(inventory: Inventory, state_dir: Path, retention: float, quiet: bool) -> None:
+    """``settings.retention``: prune this inventory's runs and logs older than ``retention``
+    (never what a resume still needs). A failure is a warning: the backups are done."""
+    import sqlite3
+
+    from fanout.model import format_duration
+    from fanout.prune import prune, prune_text
+
+    try:
+        result = prune(state_dir, retention, inventory=inventory.path.resolve())
+    except (FanoutError, sqlite3.Error, OSError) as exc:
+        _warn(f"retention {format_duration(retention)}: nothing pruned: {exc}")
+        return
+    for error in result.errors:
+        _warn(f"retention: cannot remove {error}")
+    if result.removed and not quiet:
+        text = prune_text(result, dry_run=False, each=False).splitlines()[0]
+        _note(f"retention {format_duration(retention)}: {text}")
+
+
 def _note(message: str) -> None:
     print(f"fanout: {message}", file=sys.stderr)
 
@@ -272,7 +305,10 @@ def _warn(message: str) -> None:
     print(f"fanout: warning: {message}", file=sys.stderr)
 
 
-def _output_sink(options: RunOptions, out: TextIO) -> EventSink:
+def _output_sink(options: RunOptions, out: TextIO) -> EventSink | None:
+    """The sink printing events as they come; None with ``--summary-only``."""
+    if options.summary_only and not options.json:
+        return None
     if options.json:
         from fanout.ui.jsonl import JsonSink
 

@@ -579,6 +579,63 @@ class Store:
         ).fetchall()
         return tuple(run for (run,) in rows)
 
+    def inventories(self) -> list[str]:
+        """Every inventory path with a run in the store."""
+        rows = self._db.execute("SELECT DISTINCT inventory_path FROM runs ORDER BY 1")
+        return [path for (path,) in rows]
+
+    def run_ids(self) -> set[str]:
+        """Every run id in the store."""
+        return {run for (run,) in self._db.execute("SELECT id FROM runs")}
+
+    def prunable_runs(
+        self, inventory_path: PathArg, before: float
+    ) -> tuple[list[RunSummary], list[RunSummary]]:
+        """(prunable, kept): the inventory's runs started before ``before``, split.
+
+        Kept: a run still running, and every run started at or after the oldest run in any
+        chain of ``owed_steps`` (what a bare ``--resume`` still needs). Removing only runs
+        older than that leaves ``owed_steps`` unchanged: a debt's runs all stay, and every
+        record that decides a step's latest outcome is newer than what is removed or goes
+        with all older records of that step. Oldest first.
+        """
+        owed = self.owed_steps(inventory_path)
+        needed = {run for debts in owed.values() for debt in debts for run in debt.runs}
+        starts = [
+            started
+            for (started,) in self._db.execute(
+                "SELECT started_at FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(needed)),),
+            )
+        ]
+        horizon = min([before, *starts])
+        old = self.recent_runs(inventory_path, limit=-1)
+        prunable: list[RunSummary] = []
+        kept: list[RunSummary] = []
+        for run in reversed(old):
+            if run.started_at >= before:
+                continue
+            if run.started_at < horizon and run.outcome != RunOutcome.RUNNING:
+                prunable.append(run)
+            else:
+                kept.append(run)
+        return prunable, kept
+
+    def delete_runs(self, run_ids: Collection[str]) -> None:
+        """Remove these runs with their hosts and steps, in one transaction.
+
+        Raises ``sqlite3.Error`` if the database fails (nothing is removed then).
+        """
+        ids = json.dumps(sorted(run_ids))
+        members = "SELECT value FROM json_each(?)"
+        self._commit(
+            [
+                (f"DELETE FROM steps WHERE run_id IN ({members})", (ids,)),
+                (f"DELETE FROM hosts WHERE run_id IN ({members})", (ids,)),
+                (f"DELETE FROM runs WHERE id IN ({members})", (ids,)),
+            ]
+        )
+
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row
         if (

@@ -417,7 +417,7 @@ def test_sigint_after_the_run_finished_changes_nothing(
     text = output.decode()
     assert "Traceback" not in stderr, stderr
     assert status == 0, (text[-500:], stderr)
-    assert text.rstrip().endswith("Exit:      0 (every step succeeded)"), text[-300:]
+    assert text.rstrip().endswith("— exit 0 (every step succeeded)"), text[-300:]
 
 
 def _read_to_eof(fd: int, deadline: float) -> bytes:

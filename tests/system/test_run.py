@@ -477,7 +477,7 @@ def test_exit_code_0_when_every_step_succeeds(
     result = run_batch(tmp_path, inventory)
 
     assert result.returncode == 0, result.stderr
-    assert "Exit:      0 (every step succeeded)" in result.stdout
+    assert "— exit 0 (every step succeeded)" in result.stdout
     assert "FAILED" not in result.stdout
 
 
