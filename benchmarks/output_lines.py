@@ -7,7 +7,8 @@ Not a test: run it and read the numbers::
 Runs the real ``run_inventory`` against the simulated fleet (``fanout.sim``, as ``fanout
 demo`` does) once per output mode, then counts the lines of ``--batch``, ``--quiet``,
 ``--batch --summary-only`` (when this fanout has it), ``show`` and ``show --failed`` (when
-it has it), and the log bytes each host wrote per run (``logs/<run>/<host>/``).
+it has it), the log bytes each host wrote per run (``logs/<run>/<host>/``) and the size of
+the run store per host and run.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def main() -> None:
                 fleet.close()
         params = inspect.signature(reports.show_text).parameters
         if "failed" in params:
-            shows = [("show", {}), ("show --all", {"all_hosts": True}), ("show --failed", {"failed": True})]
+            shows = [
+                ("show", {}),
+                ("show --all", {"all_hosts": True}),
+                ("show --failed", {"failed": True}),
+            ]
             for label, kw in shows:
                 text = reports.show_text(None, False, state_dir, **kw)  # type: ignore[arg-type]
                 print(f"{label:<24} {_lines(text):>6} lines")
@@ -95,6 +100,10 @@ def main() -> None:
         print(
             f"log bytes per host per run: median {statistics.median(sizes):.0f},"
             f" max {max(sizes)}, total {sum(sizes)} for {len(sizes)} host-runs"
+        )
+        db = sum(f.stat().st_size for f in state_dir.glob("fanout.db*"))
+        print(
+            f"run store: {db} bytes for {len(sizes)} host-runs ({db / len(sizes):.0f} per host-run)"
         )
 
 
