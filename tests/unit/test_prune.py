@@ -36,28 +36,35 @@ def run_id(days_ago: float, tag: str) -> str:
     return f"{stamp}-{tag}"
 
 
-def record(state: Path, inventory: Path, days_ago: float, tag: str, *, b: StepStatus | None) -> str:
-    """A run of ``days_ago`` days: a ok; b's full ``b`` (None: b not in the run). Writes a
-    100-byte log for each host, as the log sink would."""
+def record(
+    state: Path,
+    inventory: Path,
+    days_ago: float,
+    tag: str,
+    *,
+    b: StepStatus | None,
+    a: StepStatus | None = StepStatus.OK,
+) -> str:
+    """A run of ``days_ago`` days in which each host's full ended ``a``/``b`` (None: the host
+    was not in the run). Writes a 100-byte log for each host, as the log sink would."""
     rid = run_id(days_ago, tag)
     inv = load_inventory(inventory)
-    hosts = [planned("a")] + ([planned("b")] if b is not None else [])
-    run = Run(hosts, run_id=rid, start=NOW - days_ago * DAY)
-    run.host_ok("a", full=1, archivelog=1, controlfile=1)
-    if b is not None:
-        run.host_started("b")
-        run.step_started("b", "full")
-        cause = None if b is StepStatus.OK else "ORA-19809: limit"
-        run.step_finished("b", "full", b, duration=1, cause=cause)
-        run.step_ok("b", "archivelog", 1)
-        run.step_ok("b", "controlfile", 1)
-        run.host_finished("b", HostStatus.OK if b is StepStatus.OK else HostStatus.FAILED)
-    run.finish(exit_code=0 if b in (None, StepStatus.OK) else 1)
+    outcomes = {name: status for name, status in (("a", a), ("b", b)) if status is not None}
+    run = Run([planned(name) for name in outcomes], run_id=rid, start=NOW - days_ago * DAY)
+    for name, status in outcomes.items():
+        run.host_started(name)
+        run.step_started(name, "full")
+        cause = None if status is StepStatus.OK else "ORA-19809: limit"
+        run.step_finished(name, "full", status, duration=1, cause=cause)
+        run.step_ok(name, "archivelog", 1)
+        run.step_ok(name, "controlfile", 1)
+        run.host_finished(name, HostStatus.OK if status is StepStatus.OK else HostStatus.FAILED)
+    run.finish(exit_code=0 if set(outcomes.values()) == {StepStatus.OK} else 1)
     with open_store(state) as store:
         store.begin_run(rid, inv.path.resolve(), inv.sha256, ["fanout", "run"])
         feed(store, run.events)
-    for host in hosts:
-        log = run_log_dir(state, rid) / host.name / "full.log"
+    for name in outcomes:
+        log = run_log_dir(state, rid) / name / "full.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"x" * 100)
     return rid
@@ -116,6 +123,24 @@ def test_runs_a_resume_needs_are_kept_and_resume_is_unchanged(
     assert stored(state) == {failed, limited}
     assert owed(state, inventory) == before
     assert "kept 2 older runs that a resume still needs" in prune_text(result, dry_run=False)
+
+
+def test_a_later_run_that_settled_a_debt_is_kept_with_the_failure_still_owed(
+    tmp_path: Path, inventory: Path
+) -> None:
+    """a and b both failed 60 days ago; a --limit b run fixed b 50 days ago. a's failure keeps
+    its run, and the run that fixed b stays too: dropping it would make b owed again."""
+    state = tmp_path / "state"
+    both = record(state, inventory, 60, "0060", a=StepStatus.FAILED, b=StepStatus.FAILED)
+    fixed = record(state, inventory, 50, "0050", a=None, b=StepStatus.OK)
+    before = owed(state, inventory)
+    assert before == {"a": [("full", "failed")]}
+
+    result = prune(state, 30 * DAY, inventory=inventory.resolve(), now=NOW)
+
+    assert result.removed == []
+    assert stored(state) == {both, fixed}
+    assert owed(state, inventory) == before
 
 
 def test_a_running_run_is_never_pruned(tmp_path: Path, inventory: Path) -> None:

@@ -172,3 +172,26 @@ def test_show_failed_of_a_clean_run_prints_nothing(inventory: Path, tmp_path: Pa
     record_night(tmp_path / "inv-state", inventory)
     code, text = invoke("show", MORNING, "-i", str(inventory), "--failed")
     assert (code, text) == (0, "")
+
+
+def test_quiet_resume_with_nothing_owed_says_nothing(
+    inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet --resume when every debt is settled prints nothing (cron mails nothing)."""
+    from fanout.runner import plan_resume
+
+    state = tmp_path / "inv-state"
+    inv = load_inventory(inventory)
+    run = Run([planned(h.name) for h in inv.hosts], run_id=NIGHT)
+    for host in inv.hosts:
+        run.host_ok(host.name, full=1, archivelog=1, controlfile=1)
+    run.finish(exit_code=0)
+    with open_store(state) as store:
+        store.begin_run(NIGHT, inv.path.resolve(), inv.sha256, ["fanout", "run"])
+        feed(store, run.events)
+
+    resume = plan_resume("latest", inv, inv.hosts, state, quiet=True)
+    assert (resume.steps, resume.dropped) == ({}, ())
+    assert capsys.readouterr() == ("", "")
+    plan_resume("latest", inv, inv.hosts, state)
+    assert "nothing to resume" in capsys.readouterr().err
