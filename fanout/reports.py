@@ -35,11 +35,12 @@ def history_text(inventory: Path | None, count: int, as_json: bool, state_dir: P
     """Raises InventoryError (bad inventory) or StoreError."""
     with open_store(_state_dir(state_dir, inventory)) as store:
         runs = store.recent_runs(inventory, limit=count)
+        where = store.path
     now = time.time()
     if as_json:
         return json.dumps(history_json(runs, now=now), indent=2) + "\n"
     if not runs:
-        return "no runs recorded yet\n"
+        return f"no runs recorded yet in {where}\n"  # which store was read: see choose_state_dir
     return render_history(runs, now=now)
 
 
