@@ -130,11 +130,17 @@ def test_a_dbas_first_nights(tmp_path: Path, sshd: SshdServer, oracle_home: Path
     assert (resumed.returncode, resumed.stdout, resumed.stderr) == (0, "", "")
     assert started(oracle_home, before) == [("PAY2", "full")]
 
-    # Night 2: every step succeeds, and cron has nothing to mail.
+    # Night 2: every step succeeds, and cron has nothing to mail. Retention (30d) quietly
+    # removes the logs of a run from years ago that no store knows any more.
+    ancient = state / "logs" / "20200101T010000Z-dead" / "pay-prod-01"
+    ancient.mkdir(parents=True)
+    (ancient / "full.log").write_text("RMAN> backup ...\n")
     before = len(read_invocations(oracle_home))
     clean = cron(home, "run", inventory, "--quiet")
     assert (clean.returncode, clean.stdout, clean.stderr) == (0, "", "")
     assert len(started(oracle_home, before)) == 3 * 3 + 2
+    assert not ancient.parent.exists()
+    assert len(list((state / "logs").iterdir())) == 3  # the three runs of these nights
 
     # The history of the inventory (found through its state_dir) marks the resume.
     history = cron(home, "history", inventory)

@@ -227,3 +227,22 @@ def test_format_bytes() -> None:
         "3.0 MiB",
         "5.0 GiB",
     ]
+
+
+def test_end_of_run_retention_notes_what_it_removed_unless_quiet(
+    tmp_path: Path, inventory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a run, settings.retention prunes; one note on stderr, nothing with --quiet."""
+    from fanout import runner
+
+    state = tmp_path / "state"
+    inv = load_inventory(inventory)
+    record(state, inventory, 400 * 365, "0old", b=StepStatus.OK)
+    record(state, inventory, 400 * 365 - 1, "1old", b=StepStatus.OK)
+    runner._apply_retention(inv, state, 30 * DAY, quiet=True)
+    assert capsys.readouterr() == ("", "")
+    assert stored(state) == set()
+
+    record(state, inventory, 400 * 365, "2old", b=StepStatus.OK)
+    runner._apply_retention(inv, state, 30 * DAY, quiet=False)
+    assert capsys.readouterr().err == ("fanout: retention 30d: removed 1 run, 200 B of logs\n")
