@@ -11,10 +11,10 @@ at most ``CAUSE_LINES`` lines; a log path is never wrapped)::
     FAILED     erp-prod archivelog (attempt 2, 12s): ORA-19809: limit exceeded
                for recovery files
                log: /home/oracle/.local/state/fanout/logs/…/erp-prod/archivelog.log
-    cancelled  erp-prod controlfile (2s)
-               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/controlfile.log
     FAILED     crm-prod (5m28s): Connection refused
                log: /home/oracle/.local/state/fanout/logs/…/crm-prod/host.log
+    cancelled  erp-prod controlfile (2s)
+               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/controlfile.log
     Not started (2): db-7, db-8
     Cancelled: by the operator (q/quit)
     fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod), …
@@ -60,10 +60,6 @@ def exit_meaning(exit_code: int) -> str:
 
 def _status_word(status: str) -> str:
     return status.upper() if status == CellStatus.FAILED else status
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _name_list(names: list[str], limit: int) -> str:
