@@ -3,6 +3,7 @@ first, filters, and marks on resumes and partial runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,15 @@ def test_quiet_resume_with_nothing_owed_says_nothing(
     assert capsys.readouterr() == ("", "")
     plan_resume("latest", inv, inv.hosts, state)
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_show_json_follows_the_filters(inventory: Path, tmp_path: Path) -> None:
+    """show --json narrows its hosts by HOST globs and by --failed, like the text."""
+    record_night(tmp_path / "inv-state", inventory)
+    code, text = invoke("show", NIGHT, "-i", str(inventory), "--json", "--failed")
+    assert code == 0, text
+    assert [h["name"] for h in json.loads(text)["hosts"]] == ["pay-prod-02", "crm-prod-01"]
+    code, text = invoke("show", NIGHT, "-i", str(inventory), "--json", "*-01")
+    assert code == 0, text
+    names = [h["name"] for h in json.loads(text)["hosts"]]
+    assert names == ["pay-prod-01", "crm-prod-01", "hr-test-01"]
