@@ -307,18 +307,19 @@ def render_show_brief(
     tz: tzinfo | None = None,
     host_log: Callable[[str], str | None] | None = None,
 ) -> str:
-    """``show``: the header block, then what failed or was cancelled (cause and log file),
-    then the hosts that never started. Every step of every host: ``render_show``."""
-    head = render_show(RunDetail(detail.run, ()), now=now, tz=tz)
+    """``show``: the run's header block, then what failed or was cancelled (cause and log
+    file), the hosts that never started, and last the totals line (``hosts``), which the
+    header of ``render_show`` carries. Every step of every host: ``render_show``."""
+    head = render_show(RunDetail(detail.run, ()), now=now, tz=tz).splitlines()
+    totals = [line for line in head if line.startswith("hosts ")]
+    head = [line for line in head if not line.startswith("hosts ")]
     lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
     never = [h.name for h in detail.hosts if h.status == "not started"]
     if never:
         shown = ", ".join(never[:NOT_STARTED_NAMES])
         more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
         lines.append(f"Not started ({len(never)}): {shown}{more}")
-    if not lines:
-        return head
-    return head + "\n" + "\n".join(lines) + "\n"
+    return "\n".join([*head, "", *lines, *totals] if lines else [*head, *totals]) + "\n"
 
 
 def select_run_hosts(detail: RunDetail, globs: Sequence[str]) -> RunDetail:

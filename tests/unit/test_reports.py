@@ -147,7 +147,8 @@ def test_show_leads_with_failures_and_filters(inventory: Path, tmp_path: Path) -
         "FAILED     crm-prod-01 (0s): connection refused by db3:22",
         f"           log: {host_log}",
         "Not started (1): hr-test-01",
-    ]
+        "hosts      1 ok, 2 failed, 1 not started",
+    ]  # failures first, the totals line last
 
     code, failed = invoke("show", NIGHT, "-i", str(inventory), "--failed")
     assert code == 0
