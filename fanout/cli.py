@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from fanout import __version__
-from fanout.errors import FanoutError
+from fanout.errors import FanoutError, UsageError
 
 app = typer.Typer(
     name="fanout",
@@ -152,7 +152,19 @@ def run(
         bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Batch: print only failures and the summary line.")
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Batch, for cron: nothing at all when every step succeeded; otherwise only "
+            "the failures and one summary line.",
+        ),
+    ] = False,
+    summary_only: Annotated[
+        bool,
+        typer.Option(
+            "--summary-only", help="Batch: no line per step, only the end-of-run summary."
+        ),
     ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per event on stdout.")
@@ -163,7 +175,9 @@ def run(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            "--state-dir", help="Logs, run store and locks (default: settings.state_dir)."
+            "--state-dir",
+            help="Logs, run store and locks (default: $FANOUT_STATE_DIR, else "
+            "settings.state_dir, else $XDG_STATE_HOME/fanout).",
         ),
     ] = None,
     max_parallel: Annotated[
@@ -198,7 +212,7 @@ def run(
         inventory=inventory,
         limit=tuple(limit or ()),
         tags=tuple(tag or ()),
-        batch=batch or quiet or json_output or not sys.stdout.isatty(),
+        batch=batch or quiet or summary_only or json_output or not sys.stdout.isatty(),
         quiet=quiet,
         json=json_output,
         no_color=no_color,
@@ -208,6 +222,7 @@ def run(
         resume=resume,
         stop_running=stop_running,
         steps=_step_list(steps),
+        summary_only=summary_only,
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)
@@ -216,7 +231,9 @@ def run(
 StateDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--state-dir", help="Where the run store lives (default: $XDG_STATE_HOME/fanout)."
+        "--state-dir",
+        help="Where the run store lives (default: $FANOUT_STATE_DIR, else the inventory's "
+        "settings.state_dir, else $XDG_STATE_HOME/fanout).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
@@ -239,16 +256,113 @@ def history(
 
 @app.command()
 def show(
-    run_id: Annotated[
-        str | None, typer.Argument(help="Default: the latest run.", show_default=False)
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[RUN_ID] [HOST]...",
+            help="A run id (default: the latest run), then host name globs: every step of "
+            "those hosts.",
+            show_default=False,
+        ),
     ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            "-i",
+            help="Runs of this inventory (its latest by default), in its settings.state_dir.",
+            show_default=False,
+        ),
+    ] = None,
+    failed: Annotated[
+        bool,
+        typer.Option("--failed", help="Only what failed or was cancelled: cause and log path."),
+    ] = False,
+    all_hosts: Annotated[bool, typer.Option("--all", help="Every host and every step.")] = False,
     json_output: JsonOpt = False,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """One run: every host and step with status, duration, cause and log path."""
+    """One run: what failed or was cancelled (cause, log path), then the totals."""
     from fanout.reports import show_text
 
-    emit_text(guarded(lambda: show_text(run_id, json_output, state_dir)))
+    words = list(targets or [])
+    run_id = words.pop(0) if words and _RUN_ID.fullmatch(words[0]) else None
+    if run_id == "latest":
+        run_id = None
+
+    def action() -> str:
+        return show_text(
+            run_id,
+            json_output,
+            state_dir,
+            inventory=inventory,
+            hosts=words,
+            failed=failed,
+            all_hosts=all_hosts,
+        )
+
+    emit_text(guarded(action))
+
+
+@app.command()
+def prune(
+    inventory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Only runs of this inventory (and its settings.retention, state_dir).",
+            show_default=False,
+        ),
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove runs and logs older than this (30d, 12h); default: the "
+            "inventory's settings.retention.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
+    ] = False,
+    count_only: Annotated[
+        bool, typer.Option("--count", help="One line of totals instead of one per thing.")
+    ] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Remove old run records and logs, never those a --resume still needs."""
+    import sqlite3
+
+    from fanout.model import parse_duration
+    from fanout.prune import prune as prune_state
+    from fanout.prune import prune_text
+
+    def action() -> str:
+        from fanout.inventory import load_inventory
+        from fanout.paths import choose_state_dir
+
+        settings = load_inventory(inventory).settings if inventory is not None else None
+        retention = settings.retention if settings is not None else None
+        if older_than is not None:
+            try:
+                retention = parse_duration(older_than)
+            except ValueError as exc:
+                raise UsageError(f"--older-than: {exc}") from exc
+        if not retention:
+            raise UsageError(
+                "--older-than: expected a positive duration like 30d"
+                + ("" if inventory is None else f" ({inventory} sets no settings.retention)")
+            )
+        directory = choose_state_dir(state_dir, settings.state_dir if settings else None)
+        where = inventory.resolve() if inventory is not None else None
+        try:
+            result = prune_state(directory, retention, inventory=where, dry_run=dry_run)
+        except sqlite3.Error as exc:
+            raise UsageError(f"{directory}: run store: {exc}") from exc
+        return prune_text(result, dry_run=dry_run, each=not count_only)
+
+    emit_text(guarded(action))
 
 
 @app.command()

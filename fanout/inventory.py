@@ -558,6 +558,7 @@ _SETTINGS: _Parsers = {
     "state_dir": _Reader.local_path,
     "max_connecting": _Reader.parallel,
     "orphan_timeout": _Reader.timeout,
+    "retention": _Reader.timeout,  # a positive duration: logs and runs older are pruned
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {

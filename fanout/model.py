@@ -66,6 +66,7 @@ class Settings:
     # How long fanout keeps trying to stop a remote process group left running by a lost
     # connection (long enough to ride out an sshd restart); later connections still try first.
     orphan_timeout: float = 300.0
+    retention: float | None = None  # seconds; None: keep logs and runs forever (see prune.py)
 
 
 @dataclass(frozen=True, slots=True)

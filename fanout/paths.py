@@ -36,6 +36,23 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(home) / ".local" / "state" / APP_NAME
 
 
+STATE_DIR_ENV = "FANOUT_STATE_DIR"
+
+
+def choose_state_dir(
+    explicit: Path | None, configured: Path | None, env: Mapping[str, str] = os.environ
+) -> Path:
+    """The state directory, by precedence: ``--state-dir`` (``explicit``), then
+    ``$FANOUT_STATE_DIR`` (when set and not empty), then the inventory's
+    ``settings.state_dir`` (``configured``), then the XDG default. ``~`` is expanded."""
+    if explicit is not None:
+        return explicit.expanduser()
+    from_env = env.get(STATE_DIR_ENV, "")
+    if from_env:
+        return Path(from_env).expanduser()
+    return resolve_state_dir(configured, env)
+
+
 def resolve_state_dir(configured: Path | None, env: Mapping[str, str] = os.environ) -> Path:
     """The inventory's ``settings.state_dir`` (``~`` expanded) if given, else the default."""
     if configured is None:
@@ -70,6 +87,11 @@ def step_log_path(state_dir: Path, run_id: str, host: str, step: str) -> Path:
     if f"{component}.log" == HOST_LOG_NAME:
         component = f"%{ord(component[0]):02X}{component[1:]}"
     return host_log_dir(state_dir, run_id, host) / f"{component}.log"
+
+
+def step_log_in(run_dir: Path, host: str, step: str) -> Path:
+    """``step_log_path`` for a run whose log directory (``run_log_dir``) is ``run_dir``."""
+    return run_dir / step_log_path(Path(), "", host, step).relative_to(Path("logs", "%00"))
 
 
 def host_log_path(state_dir: Path, run_id: str, host: str) -> Path:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
-from fanout.errors import InventoryError, StoreError, UsageError
+from fanout.errors import FanoutError, InventoryError, StoreError, UsageError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut, RunMeta
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
@@ -53,14 +53,24 @@ class RunOptions:
     resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
     steps: tuple[str, ...] = ()  # --steps: run only these (empty: every step of each host)
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
+    summary_only: bool = False  # batch: no line per event, only the end-of-run summary
 
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """What a resumed run continues: the earlier run and, per host, the steps still to do."""
+    """What a resumed run continues.
+
+    ``steps``: per selected host, the steps it still owes, in the inventory's order.
+    ``runs``: per host, the earlier runs that may have left one of those steps running or
+    finished it unseen (the host's ledger is checked against them). ``run_id``: the latest
+    of them, recorded as the run this one continues. ``dropped``: owed work this inventory
+    can no longer resume, one line each: the run then exits non-zero.
+    """
 
     run_id: str
     steps: dict[str, tuple[str, ...]]
+    runs: dict[str, tuple[str, ...]]
+    dropped: tuple[str, ...] = ()
 
 
 def run_inventory(
@@ -79,7 +89,7 @@ def run_inventory(
     it ends (``fanout demo`` runs its simulated fleet there); ``fanout run`` passes none.
     """
     from fanout.lock import acquire_run_lock
-    from fanout.paths import resolve_state_dir
+    from fanout.paths import choose_state_dir
 
     inventory = load_inventory(options.inventory)
     hosts = select_hosts(inventory.hosts, options.limit, options.tags)
@@ -89,19 +99,23 @@ def run_inventory(
         hosts = select_steps(inventory, hosts, options.steps)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
+    state_dir = choose_state_dir(options.state_dir, inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
         if options.resume is not None:
-            resume = plan_resume(options.resume, inventory, state_dir)
-            if resume is None:
-                return 0
+            resume = plan_resume(options.resume, inventory, hosts, state_dir, quiet=options.quiet)
+            for line in resume.dropped:
+                _warn(line)
             hosts = tuple(h for h in hosts if h.name in resume.steps)
             if not hosts:
-                _note(f"nothing to resume in run {resume.run_id} for the selected hosts")
-                return 0
+                return 1 if resume.dropped else 0
         run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
-        return asyncio.run(run if serve is None else _served(serve, run))
+        exit_code = asyncio.run(run if serve is None else _served(serve, run))
+        if inventory.settings.retention is not None:
+            _apply_retention(inventory, state_dir, inventory.settings.retention, options.quiet)
+        if resume is not None and resume.dropped and exit_code == 0:
+            return 1  # the work that was resumable succeeded; some owed work was not resumed
+        return exit_code
 
 
 async def _served(
@@ -115,42 +129,62 @@ async def _served(
         run.close()  # no-op once awaited
 
 
-def plan_resume(wanted: str, inventory: Inventory, state_dir: Path) -> Resume | None:
-    """The run to continue and its unfinished steps that this inventory still names.
+def plan_resume(
+    wanted: str,
+    inventory: Inventory,
+    hosts: tuple[Host, ...],
+    state_dir: Path,
+    *,
+    quiet: bool = False,
+) -> Resume:
+    """What the selected ``hosts`` still owe, and what cannot be resumed.
 
-    ``wanted`` is a run id or "latest" (the latest run of this inventory, if it did
-    not fully succeed). Returns None, after saying why, when there is nothing to do.
-    Raises UsageError for an unknown run id, StoreError for an unreadable store.
+    ``wanted`` "latest" (a bare ``--resume``): by database, every step whose latest outcome
+    across all runs of this inventory (full, ``--limit`` and resumed runs alike) was not a
+    success. A run id: that run's chain (the runs it continues and those continuing it).
+    An owed step the host no longer names is reported in ``dropped``, never silently
+    left out; a host no longer in the inventory is only noted (its removal was a choice).
+    Says "nothing to resume" only when nothing is owed. Raises UsageError for an
+    unknown run id, StoreError for an unreadable store. ``quiet`` (cron): the notes are
+    not printed, only what ``dropped`` says.
     """
     from fanout.store import open_store
 
+    note = (lambda message: None) if quiet else _note
+
     with open_store(state_dir) as store:
         if wanted == "latest":
-            run = store.latest_unfinished_run(inventory.path)
-            if run is None:
-                _note(
-                    f"nothing to resume: the latest run of {inventory.path} succeeded (or none ran)"
-                )
-                return None
-            run_id = run.run_id
+            owed = store.owed_steps(inventory.path)
         else:
-            detail = store.run_detail(wanted)
-            if detail is None:
+            if store.run_detail(wanted) is None:
                 raise UsageError(f"no run {wanted!r} in the run store of {state_dir}")
-            run_id, run = wanted, detail.run
-        todo = store.resume_plan(run_id)
-    if run.inventory_sha256 and run.inventory_sha256 != inventory.sha256:
-        _note(f"{inventory.path} changed since run {run_id}: resuming only what it still names")
-    hosts = {h.name: h for h in inventory.hosts}
-    steps = {
-        name: kept
-        for name, records in todo.items()
-        if name in hosts and (kept := tuple(s.step for s in records if s.step in hosts[name].steps))
-    }
-    if not steps:
-        _note(f"nothing to resume in run {run_id}")
-        return None
-    return Resume(run_id, steps)
+            owed = store.owed_steps(None, runs=store.run_chain(wanted))
+    where = f"run {wanted}" if wanted != "latest" else str(inventory.path)
+    known = {h.name for h in inventory.hosts}
+    for name in owed:
+        if name not in known:
+            note(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
+    steps: dict[str, tuple[str, ...]] = {}
+    runs: dict[str, tuple[str, ...]] = {}
+    dropped: list[str] = []
+    latest_run = ""
+    for host in hosts:
+        debts = {debt.step: debt for debt in owed.get(host.name, ())}
+        kept = tuple(step for step in host.steps if step in debts)
+        dropped.extend(
+            f"{host.name}: cannot resume {debt.step} ({debt.status} in run "
+            f"{debt.run_id}): {inventory.path} no longer names it for this host"
+            for debt in debts.values()
+            if debt.step not in host.steps
+        )
+        if kept:
+            steps[host.name] = kept
+            chain = sorted({run for debt in debts.values() for run in debt.runs})
+            runs[host.name] = tuple(chain)
+            latest_run = max(latest_run, *chain)
+    if not steps and not dropped:
+        note(f"nothing to resume: every step of {where} has succeeded since it last failed")
+    return Resume(latest_run or wanted, steps, runs, tuple(dropped))
 
 
 def plan_levels(
@@ -178,12 +212,13 @@ def build_targets(
 ) -> list[Target]:
     """Each host's rendered steps, its ``when:`` condition and (resuming) the steps that
     already succeeded in the resumed run, which satisfy ``requires``."""
-    adopt = None
-    if resume is not None:
-        adopt = Adopt(resume.run_id, stop=stop_running, grace=inventory.settings.cancel_grace)
     targets = []
     for host in hosts:
-        only = resume.steps[host.name] if resume is not None else None
+        adopt = only = None
+        if resume is not None:
+            grace = inventory.settings.cancel_grace
+            adopt = Adopt(resume.runs[host.name], stop_running, grace, continues=resume.run_id)
+            only = resume.steps[host.name]
         steps = render_host(
             inventory, host, run_id, only=only, adopt=adopt, levels=levels.get(host.name)
         )
@@ -235,9 +270,11 @@ async def _run(
                 cancel_host=lambda name: engine.cancel_host(name),
                 console=console,
                 state=state,
+                tags={h.name: h.tags for h in hosts},
             )
         output = view if view is not None else _output_sink(options, out)
-        sink = FanOut([store, logs, state, output])
+        sinks: list[EventSink] = [store, logs, state]
+        sink = FanOut(sinks if output is None else [*sinks, output])
 
         def on_cancel(reason: CancelReason, forced: bool) -> None:
             sink.emit(CancelRequested(run_id, reason, forced, at=_now()))
@@ -315,7 +352,8 @@ def _print_summary(
             console.print(render_summary_rich(state, log_dir=log_dir, exit_code=exit_code))
         elif not options.json:
             if options.quiet:
-                print(summary_line(state, exit_code), file=out)
+                if exit_code != 0:  # cron mails what is printed: nothing when all went well
+                    print(summary_line(state, exit_code), file=out)
             else:
                 print(render_summary_text(state, log_dir=log_dir, exit_code=exit_code), file=out)
         out.flush()
@@ -342,6 +380,26 @@ def silence_stdout() -> None:
         os.close(devnull)
 
 
+def _apply_retention(inventory: Inventory, state_dir: Path, retention: float, quiet: bool) -> None:
+    """``settings.retention``: prune this inventory's runs and logs older than ``retention``
+    (never what a resume still needs). A failure is a warning: the backups are done."""
+    import sqlite3
+
+    from fanout.model import format_duration
+    from fanout.prune import prune, prune_text
+
+    try:
+        result = prune(state_dir, retention, inventory=inventory.path.resolve())
+    except (FanoutError, sqlite3.Error, OSError) as exc:
+        _warn(f"retention {format_duration(retention)}: nothing pruned: {exc}")
+        return
+    for error in result.errors:
+        _warn(f"retention: cannot remove {error}")
+    if result.removed and not quiet:
+        text = prune_text(result, dry_run=False, each=False).splitlines()[0]
+        _note(f"retention {format_duration(retention)}: {text}")
+
+
 def _note(message: str) -> None:
     print(f"fanout: {message}", file=sys.stderr)
 
@@ -350,7 +408,10 @@ def _warn(message: str) -> None:
     print(f"fanout: warning: {message}", file=sys.stderr)
 
 
-def _output_sink(options: RunOptions, out: TextIO) -> EventSink:
+def _output_sink(options: RunOptions, out: TextIO) -> EventSink | None:
+    """The sink printing events as they come; None with ``--summary-only``."""
+    if options.summary_only and not options.json:
+        return None
     if options.json:
         from fanout.ui.jsonl import JsonSink
 

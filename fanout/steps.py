@@ -109,11 +109,18 @@ class RenderedStep:
 
 @dataclass(frozen=True, slots=True)
 class Adopt:
-    """How a resumed step treats what its earlier run may have left on the host."""
+    """How a resumed step treats what earlier runs may have left on the host.
 
-    run_id: str  # the run being resumed
-    stop: bool  # stop its still-running step (True) or wait for it to end (False)
+    ``runs``: the earlier runs whose attempts on this host may still be running, or may
+    have ended while fanout was away (every run since the host's last recorded success of
+    a step that is still owed). A lock held by a live step of one of them is waited for or
+    stopped; a step the host's ledger shows ended ok in one of them is not taken again.
+    """
+
+    runs: tuple[str, ...]
+    stop: bool  # stop the old run's still-running step (True) or wait for it to end (False)
     grace: float  # stop: seconds between SIGINT and SIGTERM (then 5 s to SIGKILL)
+    continues: str | None = None  # the run this one continues, recorded in the ledger
 
 
 def render_step(
@@ -141,7 +148,7 @@ def render_step(
         body = body.replace("{level}", str(choice.level)).replace("{cumulative}", cumulative)
     if step.kind is StepKind.RMAN:
         prologue = _environment(host, rman=True)
-        lock = database_lock(host, run_id, step.name)
+        lock = database_lock(host, run_id, step.name, adopt.continues if adopt else None)
         if adopt is not None:
             lock = f"{adoption(host, step.name, adopt)}; {lock}"
         command = f"{prologue}; {lock}; {_catalog_probe(host)}{RMAN}"
@@ -179,12 +186,15 @@ RMAN = '"$ORACLE_HOME/bin/rman" target /'
 LOCK_HELD_EXIT = 75  # EX_TEMPFAIL, like the local run lock
 
 
+LEDGER_LINES = 500  # a ledger this long is moved to <ledger>.1 (replacing it) before the next entry
+
+
 def lock_paths(host: Host) -> tuple[str, str]:
-    """The remote lock directory of the host's database and its last-result file."""
+    """The remote lock directory of the host's database and its ledger of finished steps."""
     # The loader only admits SIDs of [A-Za-z0-9_$#]; anything else never reaches the path.
     sid = re.sub(r"[^A-Za-z0-9_$#]", "_", host.oracle_sid)
     base = f"{host.lock_dir.rstrip('/')}/fanout-{sid}"
-    return f"{base}.lock", f"{base}.last"
+    return f"{base}.lock", f"{base}.ledger"
 
 
 # alive PGID: the group leader still runs (a zombie is gone: orphans may wait long for init)
@@ -197,42 +207,57 @@ _ALIVE = (
 def adoption(host: Host, step: str, adopt: Adopt) -> str:
     """POSIX sh run before a resumed step takes the database lock.
 
-    If the resumed run's own ``step`` still holds the lock (its orchestrator died,
-    the remote backup went on), wait for it or stop its process group (SIGINT,
-    SIGTERM after ``grace``, SIGKILL 5 s later). Then, if the ``.last`` file says
-    that very step ended with status 0 while fanout was away, print so and exit 0:
-    the backup is not taken twice. Messages go to stdout, so they never become a cause.
+    If a step of one of ``adopt.runs`` still holds the lock (its orchestrator died, the
+    remote backup went on), wait for it or stop its process group (SIGINT, SIGTERM after
+    ``grace``, SIGKILL 5 s later). Then, if the host's ledger says ``step`` ended with
+    status 0 in any of those runs, print so and exit 0: the backup is not taken twice,
+    whatever the orchestrator's store lost. Messages go to stdout, so they never become a
+    cause. Costs no process besides ``ps`` when a lock is held (``while read``, not grep).
     """
-    lock, last = lock_paths(host)
-    old = shlex.quote(f"{adopt.run_id} {step}")
+    lock, ledger = lock_paths(host)
+    runs = shlex.quote(" " + " ".join(adopt.runs) + " ")
     say = "printf 'fanout: %s of run %s %s (pid %s)\\n'"
-    what = f"{shlex.quote(step)} {shlex.quote(adopt.run_id)}"
     if adopt.stop:
         grace = max(1, round(adopt.grace))
         handle = (
-            f'{say} {what} "is still running: stopping it" "$1"; kill -s INT -- -"$1"; n=0; '
+            f'{say} "$3" "$2" "is still running: stopping it" "$1"; kill -s INT -- -"$1"; n=0; '
             f'while alive "$1" && [ "$n" -lt {grace} ]; do sleep 1; n=$((n+1)); done; '
             'if alive "$1"; then kill -s TERM -- -"$1"; sleep 5; fi; '
             'if alive "$1"; then kill -s KILL -- -"$1"; fi'
         )
     else:
         handle = (
-            f'{say} {what} "is still running: waiting for it to end" "$1"; '
+            f'{say} "$3" "$2" "is still running: waiting for it to end" "$1"; '
             'while alive "$1"; do sleep 2; done'
         )
+    done = "printf 'fanout: %s already completed in run %s while fanout was away\\n'"
     return "; ".join(
         (
-            f"old={old}; lock={shlex.quote(lock)}; last={shlex.quote(last)}",
+            f"runs={runs}; step={shlex.quote(step)}; lock={shlex.quote(lock)}; "
+            f"ledger={shlex.quote(ledger)}",
             _ALIVE,
             'set -- $(cat "$lock/owner" 2>/dev/null)',
-            f'if [ -n "$1" ] && [ "$2 $3" = "$old" ] && alive "$1"; then {handle}; fi',
-            f'if [ "$(cat "$last" 2>/dev/null)" = "$old 0" ]; then printf '
-            f"'fanout: %s already completed in run %s while fanout was away\\n' {what}; exit 0; fi",
+            f'case "$runs" in *" $2 "*) if [ -n "$1" ] && alive "$1"; then {handle}; fi;; esac',
+            'for f in "$ledger.1" "$ledger"; do [ -f "$f" ] || continue; '
+            'while read -r r s st c; do [ "$s $st" = "$step 0" ] || continue; '
+            f'case "$runs" in *" $r "*) {done} "$step" "$r"; exit 0;; esac; '
+            'done <"$f"; done',
         )
     )
 
 
-def database_lock(host: Host, run_id: str, step: str) -> str:
+# The EXIT trap (inside single quotes): ignore further signals, rotate a full ledger,
+# append this step's entry, release the lock. No fork but ``rm`` (and ``mv`` once in
+# LEDGER_LINES steps): the line count is a ``while read`` loop of the shell itself.
+_RECORD = (
+    'st=$?; trap "" INT TERM; n=0; '
+    'if [ -f "$ledger" ]; then while read -r _; do n=$((n+1)); done <"$ledger"; fi; '
+    f'[ "$n" -lt {LEDGER_LINES} ] || mv -f "$ledger" "$ledger.1"; '
+    'echo "$tag $st $cont" >>"$ledger"; rm -rf "$lock"'
+)
+
+
+def database_lock(host: Host, run_id: str, step: str, continues: str | None = None) -> str:
     """POSIX sh that takes the per-database lock for this step, or fails fast.
 
     At most one fanout-started rman per ORACLE_SID runs on a host, whatever
@@ -241,14 +266,16 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
     step's shell, the leader of its process group. A held lock whose leader is gone
     (SIGKILL leaves no time to clean up) is taken over. Otherwise the step exits 75
     with ``fanout: another backup of SID is running (pid …, started 1:02:03 ago)`` on
-    stderr. On exit the shell writes ``<run_id> <step> <status>`` to the ``.last``
-    file and removes the lock, ignoring further signals while it does; SIGINT/SIGTERM
-    reach rman (same process group) and the shell cleans up once rman has exited.
+    stderr. On exit the shell appends ``<run_id> <step> <status> <continues|->`` to the
+    database's ledger (moved to ``<ledger>.1`` once it holds ``LEDGER_LINES`` entries, so
+    the two files stay bounded) and removes the lock, ignoring further signals while it
+    does; SIGINT/SIGTERM reach rman (same process group) and the shell cleans up once
+    rman has exited.
     rman therefore runs as a child, not via ``exec``. The uncontended path costs two
     processes besides rman (``mkdir``, ``rm``): on a fleet of hundreds, every fork
     counts.
     """
-    lock, last = lock_paths(host)
+    lock, ledger = lock_paths(host)
     sid = shlex.quote(host.oracle_sid)
     held = f"printf 'fanout: another backup of %s is running (pid %s, started %s ago)\\n' {sid}"
     age = '"$(ps -o etime= -p "$1" 2>/dev/null | tr -d \' \')"'
@@ -256,14 +283,14 @@ def database_lock(host: Host, run_id: str, step: str) -> str:
     busy = f"exit {LOCK_HELD_EXIT}"
     return "; ".join(
         (
-            f"lock={shlex.quote(lock)}; last={shlex.quote(last)}",
-            f"tag={shlex.quote(f'{run_id} {step}')}",
+            f"lock={shlex.quote(lock)}; ledger={shlex.quote(ledger)}",
+            f"tag={shlex.quote(f'{run_id} {step}')}; cont={shlex.quote(continues or '-')}",
             _ALIVE,
             'if ! mkdir "$lock" 2>/dev/null; then set -- $(cat "$lock/owner" 2>/dev/null)',
             f'if [ -n "$1" ] && alive "$1"; then {held} "$1" {age} >&2; {busy}; fi',
             f'rm -rf "$lock"; mkdir "$lock" 2>/dev/null || {{ {racing} >&2; {busy}; }}; fi',
             'echo "$$ $tag" >"$lock/owner"',
-            """trap 'st=$?; trap "" INT TERM; echo "$tag $st" >"$last"; rm -rf "$lock"' EXIT""",
+            "trap '" + _RECORD + "' EXIT",
             "trap 'exit 130' INT; trap 'exit 143' TERM",
         )
     )

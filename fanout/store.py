@@ -31,7 +31,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -268,6 +268,34 @@ class ResumeStep:
         """Seen to start, never to end: check the remote side before starting it again."""
         return self.status == "running"
 
+
+@dataclass(frozen=True, slots=True)
+class OwedStep:
+    """A step a database still owes: its latest outcome, across every run of the inventory,
+    was not a success.
+
+    ``runs`` are the runs, oldest first, that attempted or planned it since its last
+    success: any of them may have left it running, or finished it while fanout was away.
+    """
+
+    step: str
+    status: str  # the latest: 'failed', 'cancelled', 'skipped', 'pending' or 'running'
+    cause: str | None
+    runs: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        """The latest run that owed it."""
+        return self.runs[-1]
+
+    @property
+    def possibly_running(self) -> bool:
+        """Seen to start, never to end: check the remote side before starting it again."""
+        return self.status == "running"
+
+
+# A skip that is not a debt: the host's `when:` condition said this node has nothing to do.
+NOT_OWED_SKIP = "condition false"
 
 # ---- SQL written per event --------------------------------------------------------------------
 
@@ -658,6 +686,122 @@ class Store:
             if last is not None or owed is not None:
                 found[database] = LevelHistory(last, owed)
         return found
+
+    def owed_steps(
+        self, inventory_path: PathArg | None, runs: Collection[str] | None = None
+    ) -> dict[str, tuple[OwedStep, ...]]:
+        """Host -> the steps it still owes, by the latest outcome across all runs of the
+        inventory: full runs, ``--limit`` runs and resumes alike. Hosts and steps come in
+        the order they last ran; a host owing nothing is absent.
+
+        A step is owed when its latest record is not 'ok' (a skip whose cause starts with
+        ``NOT_OWED_SKIP`` is no debt). Runs that never named a host leave it untouched.
+        ``runs`` narrows the history to those runs (a run's chain, for ``--resume RUN``).
+        """
+        rows = self._db.execute(
+            """WITH history AS (
+                   SELECT s.host, s.step, s.status, s.cause, s.run_id, s.position,
+                          r.started_at AS at, r.rowid AS seq
+                   FROM steps AS s JOIN runs AS r ON r.id = s.run_id
+                   WHERE (?1 IS NULL OR r.inventory_path = ?1)
+                     AND (?2 IS NULL OR r.id IN (SELECT value FROM json_each(?2)))),
+               last_ok AS (
+                   SELECT host, step, MAX(at) AS at FROM history WHERE status = 'ok'
+                   GROUP BY host, step)
+               SELECT h.host, h.step, h.status, h.cause, h.run_id FROM history AS h
+               LEFT JOIN last_ok AS o ON o.host = h.host AND o.step = h.step
+               WHERE o.at IS NULL OR h.at > o.at
+               ORDER BY h.at, h.seq, h.position""",
+            (
+                None if inventory_path is None else canonical_inventory_path(inventory_path),
+                None if runs is None else json.dumps(list(runs)),
+            ),
+        ).fetchall()
+        chains: dict[tuple[str, str], list[str]] = {}
+        latest: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for host, step, status, cause, run_id in rows:
+            chains.setdefault((host, step), []).append(run_id)
+            latest[host, step] = (status, cause)
+        owed: dict[str, list[OwedStep]] = {}
+        for (host, step), (status, cause) in latest.items():
+            if status == "skipped" and (cause or "").startswith(NOT_OWED_SKIP):
+                continue
+            owed.setdefault(host, []).append(
+                OwedStep(step, status, cause, tuple(chains[host, step]))
+            )
+        return {host: tuple(steps) for host, steps in owed.items()}
+
+    def run_chain(self, run_id: str) -> tuple[str, ...]:
+        """``run_id`` with the runs it continues and the runs that continue it, oldest first."""
+        rows = self._db.execute(
+            """WITH RECURSIVE
+                 up(id) AS (SELECT ? UNION SELECT r.resumed_from FROM runs AS r JOIN up
+                            ON r.id = up.id WHERE r.resumed_from IS NOT NULL),
+                 down(id) AS (SELECT ? UNION SELECT r.id FROM runs AS r JOIN down
+                              ON r.resumed_from = down.id)
+               SELECT id FROM runs WHERE id IN (SELECT id FROM up UNION SELECT id FROM down)
+               ORDER BY started_at, rowid""",
+            (run_id, run_id),
+        ).fetchall()
+        return tuple(run for (run,) in rows)
+
+    def inventories(self) -> list[str]:
+        """Every inventory path with a run in the store."""
+        rows = self._db.execute("SELECT DISTINCT inventory_path FROM runs ORDER BY 1")
+        return [path for (path,) in rows]
+
+    def run_ids(self) -> set[str]:
+        """Every run id in the store."""
+        return {run for (run,) in self._db.execute("SELECT id FROM runs")}
+
+    def prunable_runs(
+        self, inventory_path: PathArg, before: float
+    ) -> tuple[list[RunSummary], list[RunSummary]]:
+        """(prunable, kept): the inventory's runs started before ``before``, split.
+
+        Kept: a run still running, and every run started at or after the oldest run in any
+        chain of ``owed_steps`` (what a bare ``--resume`` still needs). Removing only runs
+        older than that leaves ``owed_steps`` unchanged: a debt's runs all stay, and every
+        record that decides a step's latest outcome is newer than what is removed or goes
+        with all older records of that step. Oldest first.
+        """
+        owed = self.owed_steps(inventory_path)
+        needed = {run for debts in owed.values() for debt in debts for run in debt.runs}
+        starts = [
+            started
+            for (started,) in self._db.execute(
+                "SELECT started_at FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(needed)),),
+            )
+        ]
+        horizon = min([before, *starts])
+        old = self.recent_runs(inventory_path, limit=-1)
+        prunable: list[RunSummary] = []
+        kept: list[RunSummary] = []
+        for run in reversed(old):
+            if run.started_at >= before:
+                continue
+            if run.started_at < horizon and run.outcome != RunOutcome.RUNNING:
+                prunable.append(run)
+            else:
+                kept.append(run)
+        return prunable, kept
+
+    def delete_runs(self, run_ids: Collection[str]) -> None:
+        """Remove these runs with their hosts and steps, in one transaction.
+
+        Raises ``sqlite3.Error`` if the database fails (nothing is removed then).
+        """
+        ids = json.dumps(sorted(run_ids))
+        members = "SELECT value FROM json_each(?)"
+        self._commit(
+            [
+                (f"DELETE FROM steps WHERE run_id IN ({members})", (ids,)),
+                (f"DELETE FROM orphans WHERE run_id IN ({members})", (ids,)),
+                (f"DELETE FROM hosts WHERE run_id IN ({members})", (ids,)),
+                (f"DELETE FROM runs WHERE id IN ({members})", (ids,)),
+            ]
+        )
 
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row

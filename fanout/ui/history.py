@@ -9,17 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
+from fnmatch import fnmatchcase
+from pathlib import Path
 
 from fanout.escapes import make_visible
 from fanout.state import format_elapsed
 from fanout.store import HostRecord, RunDetail, RunOutcome, RunSummary, StepRecord
+from fanout.ui.summary import NOT_STARTED_NAMES, Problem, problem_lines
 
 __all__ = [
     "format_duration",
     "history_json",
+    "render_failed",
     "render_history",
     "render_show",
+    "render_show_brief",
     "run_json",
+    "run_marks",
+    "run_problems",
+    "select_run_hosts",
     "show_json",
 ]
 
@@ -63,7 +71,8 @@ def _seconds(value: float | None) -> float | None:
 
 
 def render_history(runs: Sequence[RunSummary], *, now: float, tz: tzinfo | None = None) -> str:
-    """Recent runs, one aligned line each (71 columns for 13-character run ids).
+    """Recent runs, one aligned line each (71 columns for 13-character run ids), plus a NOTE
+    column when a run was a resume or selected hosts (``run_marks``).
 
     Runs are grouped under their inventory's path, groups ordered by their newest
     run, runs kept in the given order (newest first) within a group.
@@ -81,6 +90,9 @@ def render_history(runs: Sequence[RunSummary], *, now: float, tz: tzinfo | None 
         ("CANC", True, 1, [str(r.host_counts.get("cancelled", 0)) for r in runs]),
         ("EXIT", True, 1, [_NONE if r.exit_code is None else str(r.exit_code) for r in runs]),
     ]
+    marks = [run_marks(r) for r in runs]
+    if any(marks):  # resumes and --limit/--tag runs say so; a full run leaves it blank
+        columns.append(("NOTE", False, 2, marks))
     widths = [max(len(h), *map(len, cells)) for h, _, _, cells in columns]
 
     def line(cells: Sequence[str]) -> str:
@@ -239,3 +251,103 @@ def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
             for s in host.steps
         ],
     }
+
+
+# ---- show, failures first ---------------------------------------------------------------------
+
+_PROBLEM_STEPS = ("failed", "cancelled", "running")  # 'running' in a run that ended: interrupted
+
+
+def run_problems(
+    detail: RunDetail, host_log: Callable[[str], str | None] | None = None
+) -> list[Problem]:
+    """What failed or was cancelled in a recorded run, failures first, in dispatch order.
+
+    A step that is still 'running' in a run that is not (interrupted) counts too. A host
+    appears on its own when it failed or was cancelled with a cause no step carries, or
+    with no failed step at all (unreachable); ``host_log(name)`` names its ``host.log``.
+    """
+    live = _live(detail.run)
+    found: list[Problem] = []
+    for host in detail.hosts:
+        blamed = False
+        for s in host.steps:
+            if s.status not in _PROBLEM_STEPS or (live and s.status == "running"):
+                continue
+            blamed = blamed or s.status == "failed"
+            cause = s.cause or ""
+            if not cause and s.status == "failed" and s.exit_status is not None:
+                cause = f"exit status {s.exit_status}"
+            if s.status == "running":
+                cause = cause or "never seen to end (the run was interrupted)"
+            found.append(
+                Problem(
+                    s.status,
+                    host.name,
+                    s.step,
+                    cause,
+                    _span(s.started_at, s.ended_at, False, 0.0),
+                    s.attempt,
+                    Path(s.log_path) if s.log_path else None,
+                )
+            )
+        own_cause = bool(host.cause) and all(s.cause != host.cause for s in host.steps)
+        if host.status == "failed" and (own_cause or not blamed):
+            log = host_log(host.name) if host_log is not None else None
+            span = _span(host.started_at, host.ended_at, False, 0.0)
+            found.append(
+                Problem(
+                    "failed", host.name, None, host.cause or "", span, 0, Path(log) if log else None
+                )
+            )
+    return sorted(found, key=lambda p: p.status != "failed")  # stable
+
+
+def render_failed(detail: RunDetail, host_log: Callable[[str], str | None] | None = None) -> str:
+    """``show --failed``: only what failed or was cancelled, with cause and log file."""
+    lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_show_brief(
+    detail: RunDetail,
+    *,
+    now: float,
+    tz: tzinfo | None = None,
+    host_log: Callable[[str], str | None] | None = None,
+) -> str:
+    """``show``: the run's header block, then what failed or was cancelled (cause and log
+    file), the hosts that never started, and last the totals line (``hosts``), which the
+    header of ``render_show`` carries. Every step of every host: ``render_show``."""
+    head = render_show(RunDetail(detail.run, ()), now=now, tz=tz).splitlines()
+    totals = [line for line in head if line.startswith("hosts ")]
+    head = [line for line in head if not line.startswith("hosts ")]
+    lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
+    never = [h.name for h in detail.hosts if h.status == "not started"]
+    if never:
+        shown = ", ".join(never[:NOT_STARTED_NAMES])
+        more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
+        lines.append(f"Not started ({len(never)}): {shown}{more}")
+    return "\n".join([*head, "", *lines, *totals] if lines else [*head, *totals]) + "\n"
+
+
+def select_run_hosts(detail: RunDetail, globs: Sequence[str]) -> RunDetail:
+    """The run with only the hosts whose name matches one of ``globs`` (fnmatch)."""
+    hosts = tuple(h for h in detail.hosts if any(fnmatchcase(h.name, g) for g in globs))
+    return RunDetail(detail.run, hosts)
+
+
+def run_marks(run: RunSummary) -> str:
+    """What set a run apart from a full run of its inventory: ``resume of RUN``, the
+    ``--limit`` globs and ``--tag`` tags of its command line; empty for a full run."""
+    marks: list[str] = []
+    if run.resumed_from:
+        marks.append(f"resume of {run.resumed_from}")
+    argv = list(run.argv)
+    for i, arg in enumerate(argv):
+        for long, short, word in (("--limit", "-l", "limit"), ("--tag", "-t", "tag")):
+            if arg in (long, short) and i + 1 < len(argv):
+                marks.append(f"{word} {argv[i + 1]}")
+            elif arg.startswith(long + "="):
+                marks.append(f"{word} {arg.split('=', 1)[1]}")
+    return ", ".join(marks)

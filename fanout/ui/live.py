@@ -37,11 +37,12 @@ import asyncio
 import atexit
 import codecs
 import contextlib
+import fnmatch
 import os
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -168,6 +169,7 @@ class LiveView:
         token: CancelToken,
         cancel_host: Callable[[str], bool],
         console: Console | None = None,
+        tags: Mapping[str, Sequence[str]] | None = None,
         refresh_per_second: float = 4.0,
         clock: Callable[[], float] = time.monotonic,
         keyboard_fd: int | None = -1,
@@ -185,6 +187,7 @@ class LiveView:
         self.state.inventory = inventory
         self._token = token
         self._cancel_host = cancel_host
+        self._tags = tags or {}  # host -> its tags, for ``cancel tag:TAG``
         self._console = console if console is not None else Console()
         self._symbols = UNICODE if self._console.encoding.lower().startswith("utf") else ASCII
         self._interval = 1.0 / refresh_per_second
@@ -370,6 +373,9 @@ class LiveView:
 
     def _cancel_one(self, host: str) -> None:
         row = self.state.rows.get(host)
+        if row is None and (host.startswith("tag:") or any(c in host for c in "*?[")):
+            self._cancel_many(host)
+            return
         if not host:
             self._message, self._error = "usage: cancel HOST (q cancels every host)", True
         elif row is None:
@@ -382,6 +388,37 @@ class LiveView:
             self._message = f"forcing {host} to stop…" if forced else f"stopping {host}…"
         else:
             self._message, self._error = f"cancel: {host} cannot be stopped now", True
+
+    def _cancel_many(self, pattern: str) -> None:
+        """``cancel GLOB`` (host names, fnmatch) or ``cancel tag:TAG``: every unfinished
+        host that matches is stopped as ``cancel HOST`` would stop it."""
+        tag = pattern[4:] if pattern.startswith("tag:") else None
+        matched = [
+            row
+            for row in self.state.rows.values()
+            if (
+                tag in self._tags.get(row.name, ())
+                if tag is not None
+                else fnmatch.fnmatchcase(row.name, pattern)
+            )
+        ]
+        unfinished = [row.name for row in matched if not row.finished]
+        stopped = [name for name in unfinished if self._cancel_host(name)]
+        if not matched:
+            self._message, self._error = f"cancel: no host matches {pattern!r}", True
+        elif not unfinished:
+            self._message = f"cancel: every host matching {pattern!r} has already finished"
+            self._error = True
+        elif not stopped:
+            self._message = f"cancel: no host matching {pattern!r} can be stopped now"
+            self._error = True
+        else:
+            self._stopping.update(stopped)
+            shown = ", ".join(stopped[:3]) + (
+                f", +{len(stopped) - 3} more" if len(stopped) > 3 else ""
+            )
+            noun = "host" if len(stopped) == 1 else "hosts"
+            self._message = f"stopping {len(stopped)} {noun} matching {pattern}: {shown}…"
 
 
 def _stdin_tty() -> int | None:

@@ -66,13 +66,14 @@ STEP_MIN, STEP_NATURAL, STEP_MAX = 7, 11, 13  # "✗ ORA-19502" is 11
 SID_MAX = 10
 TIME_WIDTH = 6  # "12m05s"
 LAST_MIN, LAST_COMFORT, LAST_MAX = 20, 32, 120
+CAUSE_MIN = 16  # the last-line column when it carries a failure's cause: "connection refus…"
 TYPED_MAX = 200
 
 HINT = "q + Enter: cancel all · cancel HOST · help · Ctrl-C: cancel all"
 HINT_NO_KEYBOARD = "Ctrl-C: cancel all (stdin is not a terminal)"
 CANCELLING = "cancelling… press Ctrl-C again to force"
 FORCING = "forced: stopping every host now…"
-HELP = "q, quit: cancel every host · cancel HOST: stop one host · help: this list"
+HELP = "q, quit: cancel every host · cancel HOST, a glob or tag:TAG: stop those · help"
 
 _CAUSE_CODE = re.compile(r"\b[A-Z][A-Z0-9]{1,7}-\d{3,5}\b")
 
@@ -247,18 +248,44 @@ class _Widths:
 
 
 def _plan_widths(
-    width: int, *, prio: int, host: int, sid: int, steps: list[int], last: int
+    width: int,
+    *,
+    prio: int,
+    host: int,
+    sid: int,
+    steps: list[int],
+    last: int,
+    cause: bool = False,
+    needs: list[int] | None = None,
 ) -> _Widths:
     """Fit the columns into ``width``: shrink steps and host to their minimum if need be, then
     add the optional columns by importance (time, last line, SID, priority) until one does
-    not fit, and give what is left to the last line and the host name."""
+    not fit, and give what is left to the last line and the host name.
+
+    ``needs``: per step, the widest cell on screen: a column shrinks into its unused room
+    before any cell is cut. ``cause``: a row on screen failed, and its last-line cell holds
+    the cause. That column then comes before the time, and step columns give up the room
+    their cells do not use to keep ``CAUSE_MIN`` for it (cutting no text), so at 80 columns
+    a failure no longer shows only as ``↷ skipped`` or ``✗ connecti…``."""
     plan = _Widths(0, min(host, HOST_MAX), 0, list(steps), 0, 0)
     while plan.used() > width and max(plan.steps, default=0) > STEP_MIN:
         widest = plan.steps.index(max(plan.steps))
         plan.steps[widest] -= 1
     while plan.used() > width and plan.host > HOST_MIN:
         plan.host -= 1
-    for name, wanted in (("time", TIME_WIDTH), ("last", LAST_MIN), ("sid", sid), ("prio", prio)):
+    if cause:  # make room for the cause out of the step columns' unused room, if that suffices
+        keep, before = CAUSE_MIN + 1, list(plan.steps)
+        needs = list(needs) if needs is not None else [STEP_MIN] * len(steps)
+        while plan.used() + keep > width:
+            slack = [w - max(n, STEP_MIN) for w, n in zip(plan.steps, needs, strict=True)]
+            if max(slack, default=0) <= 0:
+                plan.steps, cause = before, False  # no room without cutting: as before
+                break
+            plan.steps[slack.index(max(slack))] -= 1
+    order = [("time", TIME_WIDTH), ("last", LAST_MIN), ("sid", sid), ("prio", prio)]
+    if cause:
+        order[:2] = [("last", CAUSE_MIN), ("time", TIME_WIDTH)]
+    for name, wanted in order:
         # SID and priority only take room the last line can spare (up to LAST_COMFORT)
         reserve = max(0, min(last, LAST_COMFORT) - plan.last) if name in ("sid", "prio") else 0
         if plan.used() + wanted + 1 + reserve > width:
@@ -304,6 +331,21 @@ def _table(
     steps = _step_names(state.rows.values())
     cancelling = prompt.cancelling or state.cancel is not None
     lasts = [_last_line(row, cancelling, prompt.stopping) for row in rows]
+    cell_rows = [
+        [
+            _step_cell(cell, now, spin, sym) if (cell := row.steps.get(step)) else ("", "")
+            for step in steps
+        ]
+        for row in rows
+    ]
+    needs = [
+        max([cell_len(step), *(cell_len(sym.text(cells[i][0])) for cells in cell_rows)])
+        for i, step in enumerate(steps)
+    ]
+    failed = [
+        row.status is HostPhase.FAILED and bool(last[0])
+        for row, last in zip(rows, lasts, strict=True)
+    ]
     plan = _plan_widths(
         width,
         prio=max((len(str(row.priority)) for row in rows), default=1),
@@ -311,6 +353,8 @@ def _table(
         sid=min(SID_MAX, max((cell_len(row.sid) for row in rows), default=0)),
         steps=[min(STEP_MAX, max(STEP_NATURAL, cell_len(step))) for step in steps],
         last=max((cell_len(text) for text, _ in lasts), default=0),
+        cause=any(failed),
+        needs=needs,
     )
     ellipsis = "." if sym.ascii else "…"
 
@@ -339,12 +383,8 @@ def _table(
             ("Last line", bold),
         )
     ]
-    for row, last in zip(rows, lasts, strict=True):
+    for row, last, cells in zip(rows, lasts, cell_rows, strict=True):
         elapsed = None if row.status is HostPhase.NOT_STARTED else row.elapsed(now)
-        cells = [
-            _step_cell(cell, now, spin, sym) if (cell := row.steps.get(step)) else ("", "")
-            for step in steps
-        ]
         lines.append(
             line(
                 _row_symbol(row, spin, sym),

@@ -8,7 +8,8 @@ hosts that never started and the end of the run::
     2026-11-23T17:20:13Z erp-prod archivelog FAILED 12s: ORA-19809: limit exceeded for …
 
 Failures are upper case (``FAILED``) so ``grep FAILED`` finds them. With ``quiet``
-only final failures are written (not an attempt that will be retried). The
+only final failures are written (not an attempt that will be retried, nor the
+end of a host whose failed steps were already written). The
 summary (``ui.summary``: the line when quiet, the text otherwise) is the
 caller's to print after the run, since it knows where the logs are.
 
@@ -132,7 +133,9 @@ class PlainSink:
         text = _with_cause(f"{text} {format_elapsed(event.duration)}", event.cause)
         if event.detail:
             text += " (traceback in host.log)"
-        return text, event.status is HostStatus.FAILED
+        # quiet: a host that failed only through its steps adds nothing to their lines
+        own = event.cause is not None or event.detail is not None
+        return text, event.status is HostStatus.FAILED and own
 
 
 def _cancel_text(event: CancelRequested) -> str:

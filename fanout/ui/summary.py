@@ -1,42 +1,42 @@
 """The end-of-run summary: plain text (batch, cron mail), one line, or a rich Table.
 
-The plain text path imports nothing from rich; ``render_summary_rich`` imports it
-when called. Layout of the text (fits 80 columns; long causes wrap under their
-column, at most ``CAUSE_LINES`` lines)::
+Failures first, at any size: what failed or was cancelled (host, step, cause, log
+path), then the hosts that never started (a few names and a count), then one line
+of totals (``summary_line``). A run where everything succeeded is that one line.
+Every step of every host is in ``fanout show --all``; batch mode printed them as
+they ended. The plain text path imports nothing from rich; ``render_summary_rich``
+imports it when called. Layout of the text (fits 80 columns; long causes wrap,
+at most ``CAUSE_LINES`` lines; a log path is never wrapped)::
 
-    fanout run 20261123T171435Z-3f9a (nightly.yaml), 3m12s
-
-    erp-prod (ERP, priority 1): FAILED in 5m40s
-      full         ok         5m26s
-      archivelog   FAILED       12s  ORA-19809: limit exceeded for recovery files
-      controlfile  skipped
+    FAILED     erp-prod archivelog (attempt 2, 12s): ORA-19809: limit exceeded
+               for recovery files
+               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/archivelog.log
+    FAILED     crm-prod (5m28s): Connection refused
+               log: /home/oracle/.local/state/fanout/logs/…/crm-prod/host.log
+    cancelled  erp-prod controlfile (2s)
+               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/controlfile.log
     Not started (2): db-7, db-8
-
-    Hosts:     0 ok, 1 failed, 0 cancelled, 2 not started (3 in all)
-    Steps:     1 ok, 1 failed, 0 cancelled, 7 skipped (9 in all)
-    Failed:    erp-prod
-    Logs:      /home/oracle/.local/state/fanout/logs/20261123T171435Z-3f9a
-    Exit:      1 (at least one step failed)
+    Cancelled: by the operator (q/quit)
+    fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod), …
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fanout.errors import exit_meaning
 from fanout.escapes import make_visible
 from fanout.events import CancelReason
-from fanout.state import CellStatus, HostPhase, HostRow, RunState, StepCell, format_elapsed
+from fanout.state import CellStatus, HostPhase, RunState, format_elapsed
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
 
 WIDTH = 80
 CAUSE_LINES = 3  # a longer cause is cut with " …"; the full text is in the step log
-STEP_WIDTH_MAX = 24  # a longer step name pushes its own row's columns right
 NAMES_IN_LINE = 3  # failed hosts named in the summary line
 LABEL_WIDTH = len("Cancelled: ")
 
@@ -52,10 +52,6 @@ def _status_word(status: str) -> str:
     return status.upper() if status == CellStatus.FAILED else status
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def _name_list(names: list[str], limit: int) -> str:
     shown = ", ".join(names[:limit])
     return f"{shown}, +{len(names) - limit} more" if len(names) > limit else shown
@@ -65,7 +61,8 @@ def _name_list(names: list[str], limit: int) -> str:
 
 
 def summary_line(state: RunState, exit_code: int) -> str:
-    """``fanout run <id>: 48/50 hosts ok, 2 failed (erp-prod, crm-prod) in 3m12s — exit 1``."""
+    """``fanout run <id>: 48/50 hosts ok, 2 failed (erp-prod, crm-prod) in 3m12s — exit 1
+    (at least one step failed)``: the totals in one line (never wrapped: cron mail, grep)."""
     counts = state.host_counts()
     parts = [f"{counts.ok}/{counts.total} hosts ok"]
     if counts.failed:
@@ -80,7 +77,8 @@ def summary_line(state: RunState, exit_code: int) -> str:
     if state.orphans:
         parts.append(f"{len(state.orphans)} may still be running")
     duration = format_elapsed(state.duration)
-    return f"fanout run {state.run_id}: {', '.join(parts)} in {duration} — exit {exit_code}"
+    ending = f"exit {exit_code} ({exit_meaning(exit_code)})"
+    return f"fanout run {state.run_id}: {', '.join(parts)} in {duration} — {ending}"
 
 
 def orphan_lines(state: RunState) -> list[str]:
@@ -89,24 +87,6 @@ def orphan_lines(state: RunState) -> list[str]:
 
 
 # ------------------------------------------------------------------ plain text
-
-
-def _cause_text(cell: StepCell) -> str:
-    """What the cause column says: retries, then the cause (or the exit status)."""
-    parts: list[str] = []
-    if cell.attempt > 1:
-        parts.append(f"attempt {cell.attempt}")
-    if cell.cause:
-        parts.append(cell.cause)
-    elif cell.status is CellStatus.FAILED and cell.exit_status is not None:
-        parts.append(f"exit status {cell.exit_status}")
-    return ": ".join(parts)
-
-
-def _time_text(cell: StepCell) -> str:
-    if cell.status in (CellStatus.SKIPPED, CellStatus.QUEUED) or cell.duration is None:
-        return ""
-    return format_elapsed(cell.duration)
 
 
 def _wrap(
@@ -124,95 +104,110 @@ def _wrap(
     )
 
 
-def _host_header(row: HostRow) -> str:
-    sid = f"{row.sid}, " if row.sid else ""
-    text = f"{row.name} ({sid}priority {row.priority}): {_status_word(row.status)}"
-    if row.finished and row.duration is not None:
-        text += f" in {format_elapsed(row.duration)}"
-    if row.cause:
-        text += f": {row.cause}"
-    if row.crashed:
-        text += " (traceback in host.log)"
-    return text
+NOT_STARTED_NAMES = 10  # hosts named in the "Not started" line; the rest are counted
+KIND_WIDTH = len("cancelled  ")
 
 
-def _host_block(row: HostRow, step_width: int) -> Iterable[str]:
-    yield from _wrap(_host_header(row), WIDTH, hanging="    ")
-    for cell in row.steps.values():
-        name = cell.name.ljust(step_width)
-        head = f"  {name}  {_status_word(cell.status):<9} {_time_text(cell):>6}"
-        cause = _cause_text(cell)
-        if not cause:
-            yield head.rstrip()
-            continue
-        column = len(head) + 2
-        if WIDTH - column >= 20:
-            lines = _wrap(cause, WIDTH - column, max_lines=CAUSE_LINES)
-            yield f"{head}  {lines[0]}"
-            yield from (" " * column + line for line in lines[1:])
-        else:  # no room beside a very long step name: the cause goes below
-            yield head.rstrip()
-            yield from _wrap(cause, WIDTH, " " * 6, max_lines=CAUSE_LINES)
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One line of the failures-first summary: a failed or cancelled step, or a host
+    that failed (or was cancelled) with no step to blame."""
+
+    status: str  # "failed" or "cancelled"
+    host: str
+    step: str | None  # None: the host itself (unreachable, crashed)
+    cause: str
+    duration: float | None
+    attempt: int
+    log_path: Path | None
+
+
+def problems(state: RunState, log_dir: Path | None) -> list[Problem]:
+    """What failed or was cancelled, failures first, each group in dispatch order."""
+    from fanout.paths import step_log_in
+
+    found: list[Problem] = []
+    for row in state.rows.values():
+        blamed = False
+        for cell in row.steps.values():
+            if cell.status not in (CellStatus.FAILED, CellStatus.CANCELLED):
+                continue
+            blamed = blamed or cell.status is CellStatus.FAILED
+            cause = cell.cause or ""
+            if not cause and cell.status is CellStatus.FAILED and cell.exit_status is not None:
+                cause = f"exit status {cell.exit_status}"
+            log = None if log_dir is None else step_log_in(log_dir, row.name, cell.name)
+            found.append(
+                Problem(
+                    cell.status.value, row.name, cell.name, cause, cell.duration, cell.attempt, log
+                )
+            )
+        own_cause = row.cause and all(c.cause != row.cause for c in row.steps.values())
+        if row.status in (HostPhase.FAILED, HostPhase.CANCELLED) and (
+            own_cause or row.crashed or not blamed
+        ):
+            if row.status is HostPhase.CANCELLED and not own_cause and not row.crashed:
+                continue  # its cancelled steps say it all
+            cause = row.cause or ""
+            if row.crashed:
+                cause = f"{cause} (traceback in host.log)".lstrip()
+            log = None if log_dir is None else log_dir.joinpath(*_host_log_parts(row.name))
+            found.append(Problem(row.status.value, row.name, None, cause, row.duration, 0, log))
+    return sorted(found, key=lambda p: p.status != CellStatus.FAILED)  # stable
+
+
+def _host_log_parts(host: str) -> tuple[str, str]:
+    from fanout.paths import HOST_LOG_NAME, path_component
+
+    return path_component(host), HOST_LOG_NAME
+
+
+def problem_lines(problem: Problem, width: int = WIDTH) -> list[str]:
+    """A problem as wrapped lines: ``KIND host step (time): cause``, then ``log: PATH``."""
+    what = problem.host if problem.step is None else f"{problem.host} {problem.step}"
+    notes = []
+    if problem.attempt > 1:
+        notes.append(f"attempt {problem.attempt}")
+    if problem.duration is not None:
+        notes.append(format_elapsed(problem.duration))
+    if notes:
+        what += f" ({', '.join(notes)})"
+    if problem.cause:
+        what += f": {problem.cause}"
+    kind = _status_word(problem.status).ljust(KIND_WIDTH)
+    lines = _wrap(kind + what, width, hanging=" " * KIND_WIDTH, max_lines=CAUSE_LINES)
+    if problem.log_path is not None:
+        lines.append(f"{' ' * KIND_WIDTH}log: {problem.log_path}")  # a path is never wrapped
+    return lines
 
 
 def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> str:
     """The summary as plain text (newline-terminated) for batch mode and the end of a run.
 
-    Hosts in dispatch order, every step with its time and cause; hosts that never
-    started are listed by name; then the totals, the failed hosts, the log
-    directory and the exit code with its meaning.
+    Failures first: each failed or cancelled step (or host) with its cause and log file,
+    the hosts that never started (named up to ``NOT_STARTED_NAMES``), how the run was
+    cancelled, then the one-line totals of ``summary_line``. A run where every step
+    succeeded is that one line.
     """
     lines: list[str] = []
-    title = f"fanout run {state.run_id} ({state.inventory}), {format_elapsed(state.duration)}"
-    lines.extend(_wrap(title, WIDTH, hanging="    "))
-    lines.append("")
-    names = [len(cell.name) for row in state.rows.values() for cell in row.steps.values()]
-    step_width = min(max(names, default=4), STEP_WIDTH_MAX)
-    not_started: list[str] = []
-    for row in state.rows.values():
-        if row.status is HostPhase.NOT_STARTED:
-            not_started.append(row.name)
-        else:
-            lines.extend(_host_block(row, step_width))
+    for problem in problems(state, log_dir):
+        lines.extend(problem_lines(problem))
+    not_started = [row.name for row in state.hosts_with(HostPhase.NOT_STARTED)]
     if not_started:
         label = f"Not started ({len(not_started)}): "
-        lines.extend(_wrap(label + ", ".join(not_started), WIDTH, hanging="    "))
+        names = _name_list(not_started, NOT_STARTED_NAMES)
+        lines.extend(_wrap(label + names, WIDTH, hanging="    "))
     lines.extend(orphan_lines(state))
-    lines.append("")
-    lines.extend(_totals(state, log_dir, exit_code))
+    reason = state.cancel_reason
+    if reason is not None:
+        forced = ", forced" if state.cancel is not None and state.cancel.forced else ""
+        lines.extend(_labelled("Cancelled", f"{CANCEL_TEXT[reason]}{forced}"))
+    lines.append(summary_line(state, exit_code))
     return "\n".join(map(make_visible, lines)) + "\n"
 
 
 def _labelled(label: str, text: str) -> list[str]:
     return _wrap(f"{label + ':':<{LABEL_WIDTH}}{text}", WIDTH, hanging=" " * LABEL_WIDTH)
-
-
-def _totals(state: RunState, log_dir: Path, exit_code: int) -> Iterable[str]:
-    hosts = state.host_counts()
-    steps = state.step_counts()
-    host_totals = (
-        f"{hosts.ok} ok, {hosts.failed} failed, {hosts.cancelled} cancelled,"
-        f" {hosts.not_started} not started ({hosts.total} in all)"
-    )
-    if hosts.active or hosts.queued:
-        host_totals += f", {hosts.active} running, {hosts.queued} queued"
-    yield from _labelled("Hosts", host_totals)
-    step_totals = (
-        f"{steps.ok} ok, {steps.failed} failed, {steps.cancelled} cancelled,"
-        f" {steps.skipped} skipped ({steps.total} in all)"
-    )
-    if steps.running or steps.queued:
-        step_totals += f", {steps.running} running, {steps.queued} queued"
-    yield from _labelled("Steps", step_totals)
-    failed = [row.name for row in state.hosts_with(HostPhase.FAILED)]
-    if failed:
-        yield from _labelled("Failed", ", ".join(failed))
-    reason = state.cancel_reason
-    if reason is not None:
-        forced = ", forced" if state.cancel is not None and state.cancel.forced else ""
-        yield from _labelled("Cancelled", f"{CANCEL_TEXT[reason]}{forced}")
-    yield f"{'Logs:':<{LABEL_WIDTH}}{log_dir}"  # a path is never wrapped
-    yield from _labelled("Exit", f"{exit_code} ({exit_meaning(exit_code)})")
 
 
 # ------------------------------------------------------------------ rich
@@ -230,24 +225,30 @@ _STYLES: dict[str, str] = {
 }
 
 
-def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> Table:
-    """The summary as a rich Table for the end of an interactive run (one row per step)."""
+def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> RenderableType:
+    """The summary for the end of an interactive run: a rich Table of what failed or was
+    cancelled (cause and log file under each), captioned with the totals; a run where
+    everything succeeded is only the totals line."""
     from rich.table import Table
     from rich.text import Text
 
-    hosts = state.host_counts()
-    steps = state.step_counts()
-    caption = (
-        f"hosts {hosts.ok} ok · {hosts.failed} failed · {hosts.cancelled} cancelled ·"
-        f" {hosts.not_started} not started — steps {steps.ok} ok · {steps.failed} failed ·"
-        f" {steps.cancelled} cancelled · {steps.skipped} skipped\n"
-        f"logs {log_dir}\nexit {exit_code}: {exit_meaning(exit_code)}"
-    )
-    if state.orphans:
-        caption = "\n".join([*orphan_lines(state), caption])
+    found = problems(state, log_dir)
+    not_started = [row.name for row in state.hosts_with(HostPhase.NOT_STARTED)]
+    caption_lines = list(orphan_lines(state))
+    if not_started:
+        names = _name_list(not_started, NOT_STARTED_NAMES)
+        caption_lines.append(f"not started ({len(not_started)}): {names}")
+    reason = state.cancel_reason
+    if reason is not None:
+        forced = ", forced" if state.cancel is not None and state.cancel.forced else ""
+        caption_lines.append(f"cancelled {CANCEL_TEXT[reason]}{forced}")
+    caption_lines.append(summary_line(state, exit_code))
+    if not found and not state.orphans:
+        return Text("\n".join(caption_lines))
+    caption_lines.insert(0, f"logs under {log_dir}")
     table = Table(
-        title=f"fanout run {state.run_id} · {format_elapsed(state.duration)}",
-        caption=caption,
+        title=f"fanout run {state.run_id}: what failed or was cancelled",
+        caption="\n".join(caption_lines),
         caption_justify="left",
         expand=False,
     )
@@ -255,18 +256,15 @@ def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> Ta
     table.add_column("Step", no_wrap=True, overflow="ellipsis", max_width=16)
     table.add_column("Status", no_wrap=True)
     table.add_column("Time", justify="right", no_wrap=True)
-    table.add_column("Cause", overflow="fold", ratio=1)
-    for row in state.rows.values():
-        host = Text(row.name, style="bold red" if row.status is HostPhase.FAILED else "")
-        if row.status is HostPhase.NOT_STARTED or not row.steps or row.cause:
-            host_time = format_elapsed(row.duration) if row.duration else ""
-            status = Text(_status_word(row.status), style=_STYLES[row.status])
-            table.add_row(host, "-", status, host_time, row.cause)
-            host = Text("")
-            if row.status is HostPhase.NOT_STARTED:
-                continue
-        for cell in row.steps.values():
-            status = Text(_status_word(cell.status), style=_STYLES[cell.status])
-            table.add_row(host, cell.name, status, _time_text(cell), _cause_text(cell))
-            host = Text("")
+    table.add_column("Cause and log", overflow="fold", ratio=1)
+    for problem in found:
+        status = Text(_status_word(problem.status), style=_STYLES[problem.status])
+        detail = Text(problem.cause)
+        if problem.attempt > 1:
+            detail = Text(f"attempt {problem.attempt}: {problem.cause}")
+        if problem.log_path is not None:  # relative to the logs directory of the caption
+            log = problem.log_path.relative_to(log_dir)
+            detail.append(("\n" if detail else "") + f"log: {log}", style="dim")
+        time_text = format_elapsed(problem.duration) if problem.duration is not None else ""
+        table.add_row(problem.host, problem.step or "-", status, time_text, detail)
     return table

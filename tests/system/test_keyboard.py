@@ -74,4 +74,4 @@ def test_typing_q_or_quit_cancels_with_130_and_leaves_no_trace(
     assert blocking
     if term == "dumb":
         assert "cancel requested by the operator" in output
-        assert "Exit:      130" in output
+        assert "— exit 130 (cancelled by the operator)" in output

@@ -4,6 +4,7 @@ double. What ran remotely is read from the double's invocation records, never fr
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -165,3 +166,48 @@ def test_remote_lock_makes_another_inventorys_backup_fail_fast(
             f"another backup of R1 is running (pid {holder['pgid']}, started "
         )
         first.kill()
+
+
+def _shell_waiting_to_adopt() -> bool:
+    """A resumed step's remote shell is waiting for the original step (its command line holds
+    the adoption preamble)."""
+    ps = subprocess.run(
+        ["ps", "-e", "-ww", "-o", "args"], capture_output=True, text=True, check=True
+    )
+    return any(
+        "already completed in run" in line and "ps -e" not in line
+        for line in ps.stdout.splitlines()
+    )
+
+
+def test_kill_9_of_a_waiting_resume_then_resume_again_takes_each_backup_once(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path
+) -> None:
+    """kill -9 mid-run; --resume waits for the orphaned full; kill -9 that resume too; --resume
+    again: the host's ledger covers the whole chain, so every step ends ok exactly once."""
+    configure_double(oracle_home, {"*": {"seconds": 0.2}, "R1": {"full": {"seconds": 4}}})
+    inventory = write_inventory(tmp_path, sshd, oracle_home, [{"sid": "R1"}])
+    home = tmp_path / "home"
+    env = fanout_env(home)
+    with Background(fanout_argv("run", inventory, "--batch"), cwd=REPO, env=env) as first:
+        wait_until(lambda: read_invocations(oracle_home), 30, what="the first run's full")
+        first.proc.kill()
+        first.finish()
+    with Background(
+        fanout_argv("run", inventory, "--batch", "--resume"), cwd=REPO, env=env
+    ) as waiting:
+        wait_until(_shell_waiting_to_adopt, 30, what="the resume waiting for the old full")
+        waiting.proc.kill()
+        waiting.finish()
+    wait_until(
+        lambda: any(r["event"] == "end" for r in read_invocations(oracle_home)),
+        30,
+        what="the orphaned full's end",
+    )
+    wait_until(lambda: not _shell_waiting_to_adopt(), 10, what="the orphaned waiting shell's end")
+    again = run_fanout(home, "run", inventory, "--batch", "--resume", timeout=90)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert successes(oracle_home) == Counter({("R1", step): 1 for step in STEPS})
+    assert not remote_processes(oracle_home)
+    ledger = (oracle_home / "fanout-R1.ledger").read_text().splitlines()
+    assert [line.split()[1] for line in ledger if line.split()[2] == "0"] == list(STEPS), ledger

@@ -420,7 +420,7 @@ def test_quiet_prints_only_failures_and_the_summary_line(
     assert any("crm full FAILED" in line and "ORA-19809" in line for line in failures)
     assert summary.startswith("fanout run ")
     assert "1/2 hosts ok, 1 failed (crm)" in summary
-    assert summary.endswith("exit 1")
+    assert summary.endswith("exit 1 (at least one step failed)")
     assert "erp" not in result.stdout
 
 
@@ -479,7 +479,7 @@ def test_exit_code_0_when_every_step_succeeds(
     result = run_batch(tmp_path, inventory)
 
     assert result.returncode == 0, result.stderr
-    assert "Exit:      0 (every step succeeded)" in result.stdout
+    assert "— exit 0 (every step succeeded)" in result.stdout
     assert "FAILED" not in result.stdout
 
 

@@ -13,6 +13,7 @@ call, or ``advance``), so every timestamp and duration in a test is exact::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from fanout.events import (
     CancelReason,
@@ -218,3 +219,19 @@ class Run:
         self._add(
             HostFinished(self.run_id, host, HostStatus.NOT_STARTED, None, 0.0, None, self.now)
         )
+
+
+def with_meta(
+    events: Sequence[Event],
+    inventory: object,
+    sha256: str | None,
+    argv: Sequence[str],
+    *,
+    resumed_from: str | None = None,
+) -> list[Event]:
+    """``events`` with their RunStarted naming ``inventory`` and carrying the run's metadata,
+    as the runner sends it (the store records both from that event)."""
+    first, *rest = events
+    assert isinstance(first, RunStarted)
+    meta = RunMeta(sha256, tuple(argv), resumed_from)
+    return [replace(first, inventory=str(inventory), meta=meta), *rest]

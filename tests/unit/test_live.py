@@ -687,3 +687,87 @@ def test_live_view_reads_the_runners_state_and_folds_nothing_itself() -> None:
     assert shared.rows == {}  # the view did not fold: the runner's sink does that, once
     feed(shared, run.events)
     assert list(view.state.rows) == ["db01"]
+
+
+def fleet_view(cancel_host: Callable[[str], bool]) -> LiveView:
+    """Four hosts with tags: pay-prod-01/02 running, pay-test-01 queued, crm-prod done."""
+    names = ["pay-prod-01", "pay-prod-02", "pay-test-01", "crm-prod"]
+    state = RunState()
+    view = LiveView(
+        run_id="r1",
+        inventory="nightly.yaml",
+        token=CancelToken(),
+        cancel_host=cancel_host,
+        console=Console(file=io.StringIO(), width=80, height=24, color_system=None),
+        tags={"pay-prod-01": ("prod",), "pay-prod-02": ("prod",), "pay-test-01": ("test",)},
+        keyboard_fd=None,
+        state=state,
+    )
+    run = Run([planned(name) for name in names])
+    for name in names[:2]:
+        run.host_started(name)
+    run.host_ok("crm-prod")
+    feed(state, run.events)  # the runner folds; the view reads that state
+    return view
+
+
+@pytest.mark.parametrize(
+    ("line", "called", "message"),
+    [
+        (
+            "cancel pay-prod-0*",
+            ["pay-prod-01", "pay-prod-02"],
+            "stopping 2 hosts matching pay-prod-0*: pay-prod-01, pay-prod-02…",
+        ),
+        ("cancel tag:test", ["pay-test-01"], "stopping 1 host matching tag:test: pay-test-01…"),
+    ],
+)
+def test_cancel_takes_globs_and_tags(line: str, called: list[str], message: str) -> None:
+    """`cancel GLOB` and `cancel tag:TAG` stop every unfinished matching host."""
+    host = Host({"pay-prod-01", "pay-prod-02", "pay-test-01"})
+    view = fleet_view(host)
+    view.execute(parse_command(line))
+    assert host.calls == called
+    assert view.prompt().message == message
+    assert not view.prompt().error
+    assert view.prompt().stopping == set(called)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("cancel db-*", "cancel: no host matches 'db-*'"),
+        ("cancel tag:nope", "cancel: no host matches 'tag:nope'"),
+        ("cancel crm-*", "cancel: every host matching 'crm-*' has already finished"),
+    ],
+)
+def test_cancel_glob_mistakes_only_reply(line: str, message: str) -> None:
+    """A glob or tag that matches nothing unfinished stops nothing and says why."""
+    host = Host(set())
+    view = fleet_view(host)
+    view.execute(parse_command(line))
+    assert host.calls == []
+    assert view.prompt().message == message
+    assert view.prompt().error
+
+
+def test_80_columns_keep_the_cause_of_an_unreachable_host() -> None:
+    """Four steps at 80 columns: a host that failed to connect still shows its cause, the
+    step cells keep their full text (the time column gives way instead)."""
+    clock = FakeClock()
+    steps = ("precheck", "full", "archivelog", "controlfile")
+    run = Run([planned(n, steps=steps) for n in ("stock-prod-15", "pay-test-11", "crm-prod-03")])
+    run.host_started("pay-test-11")
+    run.skipped("pay-test-11", *steps)
+    run.host_finished("pay-test-11", HostStatus.FAILED, cause="connection refused by 10.0.0.9")
+    run.host_started("crm-prod-03")
+    run.step_started("crm-prod-03", "precheck")
+    run.step_finished(
+        "crm-prod-03", "precheck", StepStatus.FAILED, duration=1, cause="ORA-19502: write error"
+    )
+    state = RunState(clock=clock)
+    feed(state, run.events)
+    text = text_of(state, clock.now, width=80)
+    assert "↷ skipped   connection refu…" in line_with(text, "pay-test-11")
+    assert "✗ ORA-19502" in line_with(text, "crm-prod-03")
+    assert all(len(line) <= 80 for line in text.splitlines())

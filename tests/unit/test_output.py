@@ -25,7 +25,12 @@ from fanout.events import (
 from fanout.state import RunState
 from fanout.ui.jsonl import JsonSink, event_name
 from fanout.ui.plain import PlainSink
-from fanout.ui.summary import render_summary_rich, render_summary_text, summary_line
+from fanout.ui.summary import (
+    CAUSE_LINES,
+    render_summary_rich,
+    render_summary_text,
+    summary_line,
+)
 from tests.unit.events_builder import RUN_ID, Run, feed, planned
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,14 +121,14 @@ def test_plain_lines_exact() -> None:
 
 
 def test_plain_quiet_prints_only_final_failures() -> None:
-    """--quiet keeps final failures only: no starts, no successes, no attempt to be retried."""
+    """--quiet keeps final failures only: no starts, no successes, no attempt to be retried,
+    no end of a host whose failed step was already written."""
     out = io.StringIO()
     feed(PlainSink(out, quiet=True), mixed_run().events)
     assert out.getvalue().splitlines() == [
         "2026-11-23T17:20:03Z crm-prod finished FAILED in 5m28s: Connection refused",
         f"2026-11-23T17:20:37Z erp-prod archivelog FAILED 12s: {ORA}",
-        "2026-11-23T17:20:40Z erp-prod finished FAILED in 6m5s",
-    ]
+    ]  # erp-prod's own end adds nothing to its failed step's line
 
 
 def test_plain_quiet_successful_run_is_silent() -> None:
@@ -282,40 +287,29 @@ def test_event_name() -> None:
 
 
 def test_summary_text_exact() -> None:
-    """The text summary of a small mixed run, exactly."""
+    """The text summary leads with failures and cancellations (cause, log), then one line."""
     text = render_summary_text(folded(mixed_run()), log_dir=LOG_DIR, exit_code=130)
     assert text == (
-        "fanout run 20261123T171435Z-3f9a (nightly.yaml), 6m5s\n"
-        "\n"
-        "erp-prod (ERP, priority 1): FAILED in 6m5s\n"
-        "  full         ok         5m26s\n"
-        "  archivelog   FAILED       12s  attempt 2: ORA-19809: limit exceeded for\n"
-        "                                 recovery files\n"
-        "  controlfile  cancelled     2s\n"
-        "crm-prod (CRM, priority 1): FAILED in 5m28s: Connection refused\n"
-        "  full         skipped\n"
-        "  archivelog   skipped\n"
+        "FAILED     erp-prod archivelog (attempt 2, 12s): ORA-19809: limit exceeded for\n"
+        "           recovery files\n"
+        f"           log: {LOG_DIR}/erp-prod/archivelog.log\n"
+        "FAILED     crm-prod (5m28s): Connection refused\n"
+        f"           log: {LOG_DIR}/crm-prod/host.log\n"
+        "cancelled  erp-prod controlfile (2s)\n"
+        f"           log: {LOG_DIR}/erp-prod/controlfile.log\n"
         "Not started (1): hr-test\n"
-        "\n"
-        "Hosts:     0 ok, 2 failed, 0 cancelled, 1 not started (3 in all)\n"
-        "Steps:     1 ok, 1 failed, 1 cancelled, 3 skipped (6 in all)\n"
-        "Failed:    erp-prod, crm-prod\n"
         "Cancelled: by the operator (q/quit)\n"
-        "Logs:      /home/oracle/.local/state/fanout/logs/20261123T171435Z-3f9a\n"
-        "Exit:      130 (cancelled by the operator)\n"
+        "fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod),"
+        " 1 not started in 6m5s — exit 130 (cancelled by the operator)\n"
     )
 
 
 def test_summary_text_all_ok() -> None:
-    """A clean run lists each step ok with its time and ends with exit 0 explained."""
-    text = render_summary_text(folded(ok_run(1)), log_dir=LOG_DIR, exit_code=0)
-    assert text.splitlines()[2:6] == [
-        "db00 (DB00, priority 1): ok in 5m43s",
-        "  full         ok            5m",
-        "  archivelog   ok           40s",
-        "  controlfile  ok            3s",
-    ]
-    assert text.endswith("Exit:      0 (every step succeeded)\n")
+    """A clean run's summary is one line: hosts ok, duration, exit 0 explained."""
+    text = render_summary_text(folded(ok_run(3)), log_dir=LOG_DIR, exit_code=0)
+    assert text == (
+        "fanout run 20261123T171435Z-3f9a: 3/3 hosts ok in 17m9s — exit 0 (every step succeeded)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -331,7 +325,7 @@ def test_summary_text_all_ok() -> None:
 def test_summary_explains_exit_code(code: int, meaning: str) -> None:
     """The last line names the exit code and its meaning."""
     text = render_summary_text(folded(ok_run(1)), log_dir=LOG_DIR, exit_code=code)
-    assert text.splitlines()[-1] == f"Exit:      {code} ({meaning})"
+    assert text.splitlines()[-1].endswith(f" — exit {code} ({meaning})")
 
 
 def big_run(hosts: int = 500) -> Run:
@@ -361,20 +355,24 @@ def big_run(hosts: int = 500) -> Run:
 
 
 def test_summary_text_fits_80_columns_for_500_hosts() -> None:
-    """With 500 hosts and long causes every line fits 80 columns (the log path excepted)."""
+    """500 hosts, 10 failures: the summary is the failures (80 columns, log paths excepted),
+    a bounded not-started line and the totals, not a line per step."""
     state = folded(big_run())
     text = render_summary_text(state, log_dir=LOG_DIR, exit_code=143)
     lines = text.splitlines()
-    too_long = [line for line in lines if len(line) > 80 and not line.startswith("Logs:")]
-    assert too_long == []
-    assert sum(line.startswith("db-") for line in lines) == 480
+    too_long = [line for line in lines if len(line) > 80 and "log: " not in line]
+    assert too_long == [lines[-1]]  # the totals line is never wrapped
+    assert sum(line.startswith("FAILED     db-") for line in lines) == 10
+    assert sum("log: " in line for line in lines) == 10
+    assert len(lines) <= 10 * (CAUSE_LINES + 1) + 6
     assert "Not started (20): db-480.prod.example.corp, db-481.prod.example.corp," in text
+    assert "+10 more" in text
     assert any(line.endswith(" …") for line in lines)  # long causes are cut at 3 lines
-    assert "Hosts:     470 ok, 10 failed, 0 cancelled, 20 not started (500 in all)" in lines
+    assert lines[-1].startswith("fanout run 20261123T171435Z-3f9a: 470/500 hosts ok, 10 failed")
 
 
-def test_summary_long_step_name_moves_cause_below() -> None:
-    """A step name too long for the cause column still keeps every line within 80 columns."""
+def test_summary_long_step_name_keeps_80_columns() -> None:
+    """A long step name and a long cause still wrap within 80 columns."""
     run = Run([planned("db1", steps=("a-really-long-custom-step-name-for-housekeeping",))])
     run.host_started("db1")
     run.step_started("db1", "a-really-long-custom-step-name-for-housekeeping")
@@ -387,18 +385,20 @@ def test_summary_long_step_name_moves_cause_below() -> None:
     )
     run.host_finished("db1", HostStatus.FAILED)
     text = render_summary_text(folded(run), log_dir=LOG_DIR, exit_code=1)
-    assert all(len(line) <= 80 for line in text.splitlines() if not line.startswith("Logs:"))
-    assert "      find: '/u01/app/oracle/diag/rdbms/x/trace': Permission denied find:" in text
+    body = text.splitlines()[:-1]
+    assert all(len(line) <= 80 for line in body if "log: " not in line)
+    assert body[0].startswith("FAILED     db1 a-really-long-custom-step-name-for-housekeeping")
+    assert "Permission denied" in text
 
 
 def test_summary_line() -> None:
     """One line: hosts ok of total, failures named, duration, exit code."""
     assert summary_line(folded(mixed_run()), 130) == (
         "fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod),"
-        " 1 not started in 6m5s — exit 130"
+        " 1 not started in 6m5s — exit 130 (cancelled by the operator)"
     )
     assert summary_line(folded(ok_run(2)), 0) == (
-        "fanout run 20261123T171435Z-3f9a: 2/2 hosts ok in 11m26s — exit 0"
+        "fanout run 20261123T171435Z-3f9a: 2/2 hosts ok in 11m26s — exit 0 (every step succeeded)"
     )
 
 
@@ -409,7 +409,7 @@ def test_summary_line_names_at_most_three_failed_hosts() -> None:
         "470/500 hosts ok, 10 failed (db-007.prod.example.corp, db-057.prod.example.corp," in line
     )
     assert "db-107.prod.example.corp, +7 more), 20 not started in " in line
-    assert line.endswith(" — exit 143")
+    assert line.endswith(" — exit 143 (stopped by SIGTERM)")
 
 
 def test_summary_line_mid_run_counts_running_and_queued() -> None:
@@ -418,18 +418,33 @@ def test_summary_line_mid_run_counts_running_and_queued() -> None:
     run.host_started("a", after=3)
     assert summary_line(folded(run), 0) == (
         "fanout run 20261123T171435Z-3f9a: 0/2 hosts ok, 1 running, 1 queued in 3s — exit 0"
+        " (every step succeeded)"
     )
 
 
 def test_summary_rich_renders_at_80_columns() -> None:
-    """The rich table renders every host and step, plus totals, logs and exit, at 80 columns."""
+    """The rich summary lists only what failed or was cancelled (cause, log), then totals."""
     console = Console(file=io.StringIO(), width=80, color_system=None)
     console.print(render_summary_rich(folded(mixed_run()), log_dir=LOG_DIR, exit_code=130))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert all(len(line) <= 80 for line in text.splitlines())
-    for expected in ("erp-prod", "crm-prod", "hr-test", "not started", "FAILED", "recovery"):
+    for expected in ("erp-prod", "crm-prod", "not started (1): hr-test", "FAILED", "recovery"):
         assert expected in text
-    assert "exit 130: cancelled by the operator" in text
+    assert "log: erp-prod/archivelog.log" in text
+    assert "log: crm-prod/host.log" in text
+    assert f"logs under {LOG_DIR}" in text
+    assert " full " not in text  # the step that succeeded is not listed
+    assert "exit 130 (cancelled by the operator)" in text
+
+
+def test_summary_rich_all_ok_is_one_line() -> None:
+    """An interactive run where everything succeeded ends with the totals line only."""
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(render_summary_rich(folded(ok_run(3)), log_dir=LOG_DIR, exit_code=0))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert text.splitlines() == [
+        "fanout run 20261123T171435Z-3f9a: 3/3 hosts ok in 17m9s — exit 0 (every step succeeded)"
+    ]
 
 
 def test_plain_path_does_not_import_rich() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from fanout.model import Host, Inventory, OnFailure, Settings, StepDef, StepKind
 from fanout.steps import (
     BUILTIN_STEPS,
+    LEDGER_LINES,
     Adopt,
     RenderedStep,
     database_lock,
@@ -353,7 +354,7 @@ def test_database_lock_makes_a_second_backup_fail_fast(slow_rman: Path) -> None:
         first.communicate(timeout=10)
     assert first.returncode == 130
     assert not (slow_rman / "fanout-PROD1.lock").exists()
-    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 130\n"
+    assert (slow_rman / "fanout-PROD1.ledger").read_text() == f"{RUN_ID} full 130 -\n"
 
 
 def test_database_lock_of_a_killed_step_is_taken_over(slow_rman: Path) -> None:
@@ -366,21 +367,24 @@ def test_database_lock_of_a_killed_step_is_taken_over(slow_rman: Path) -> None:
     second = _start_step(slow_rman, 0)
     out, _ = second.communicate("", timeout=10)
     assert (second.returncode, out) == (0, "done\n")
-    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 0\n"
+    assert (slow_rman / "fanout-PROD1.ledger").read_text() == f"{RUN_ID} full 0 -\n"
     assert not (slow_rman / "fanout-PROD1.lock").exists()
 
 
 def test_lock_paths_never_leave_the_lock_dir() -> None:
     """Even an unvalidated SID cannot steer the lock path out of lock_dir."""
     lock, last = lock_paths(make_host(oracle_sid="../../etc/x", lock_dir="/var/tmp"))
-    assert (lock, last) == ("/var/tmp/fanout-______etc_x.lock", "/var/tmp/fanout-______etc_x.last")
+    assert (lock, last) == (
+        "/var/tmp/fanout-______etc_x.lock",
+        "/var/tmp/fanout-______etc_x.ledger",
+    )
 
 
 def test_resumed_step_waits_for_its_orphan_and_does_not_repeat_a_success(slow_rman: Path) -> None:
     """Resume (wait): the old run's still-running step is waited for; its success is not redone."""
     old = _start_step(slow_rman, 1, run_id="OLD")
     _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
-    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=False, grace=1))
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("OLD",), stop=False, grace=1))
     old.communicate("", timeout=10)  # the old rman reads to EOF, then ends
     out, err = resumed.communicate("", timeout=20)
     assert old.returncode == 0
@@ -394,19 +398,73 @@ def test_resumed_step_can_stop_its_orphan_then_run(slow_rman: Path) -> None:
     """Resume (stop): the old run's step gets SIGINT, then the step runs afresh."""
     old = _start_step(slow_rman, 60, run_id="OLD")
     _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
-    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=True, grace=1))
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("OLD",), stop=True, grace=1))
     out, err = resumed.communicate("", timeout=20)
     old.communicate(timeout=5)
     assert old.returncode == 130
     assert resumed.returncode == 0, err
     assert "is still running: stopping it" in out
     assert out.endswith("done\n")
-    assert (slow_rman / "fanout-PROD1.last").read_text() == f"{RUN_ID} full 0\n"
+    ledger = (slow_rman / "fanout-PROD1.ledger").read_text()
+    assert ledger == f"OLD full 130 -\n{RUN_ID} full 0 -\n"
 
 
 def test_resumed_step_runs_when_the_old_attempt_failed(slow_rman: Path) -> None:
     """Resume: with no orphan and a failed last result, the step simply runs."""
-    (slow_rman / "fanout-PROD1.last").write_text("OLD full 1\n")
-    resumed = _start_step(slow_rman, 0, adopt=Adopt("OLD", stop=False, grace=1))
+    (slow_rman / "fanout-PROD1.ledger").write_text("OLD full 1 -\n")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("OLD",), stop=False, grace=1))
     out, _ = resumed.communicate("", timeout=20)
     assert (resumed.returncode, out) == (0, "done\n")
+
+
+def test_a_success_anywhere_in_the_chain_is_not_taken_again(slow_rman: Path) -> None:
+    """Resume across a chain: a success recorded by any earlier run of the chain counts."""
+    (slow_rman / "fanout-PROD1.ledger").write_text("R1 full 0 -\nR2 full 1 R1\n")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("R1", "R2"), stop=False, grace=1))
+    out, _ = resumed.communicate("", timeout=20)
+    assert resumed.returncode == 0
+    assert out == "fanout: full already completed in run R1 while fanout was away\n"
+
+
+def test_a_success_outside_the_chain_does_not_count(slow_rman: Path) -> None:
+    """Only the runs being continued count: last week's success of the step is no excuse."""
+    (slow_rman / "fanout-PROD1.ledger").write_text("LASTWEEK full 0 -\nR2 archivelog 0 -\n")
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("R2",), stop=False, grace=1))
+    out, _ = resumed.communicate("", timeout=20)
+    assert (resumed.returncode, out) == (0, "done\n")
+
+
+def test_kill_9_of_a_waiting_resume_then_resume_again_takes_the_backup_once(
+    slow_rman: Path,
+) -> None:
+    """R1's step runs on; R2 waits for it and is killed -9; R1 ends ok; R3 does not redo it."""
+    r1 = _start_step(slow_rman, 1.5, run_id="R1")
+    _wait_for(slow_rman / "fanout-PROD1.lock" / "owner")
+    r2 = _start_step(slow_rman, 0, run_id="R2", adopt=Adopt(("R1",), stop=False, grace=1))
+    assert r2.stdout is not None
+    assert "is still running: waiting for it to end" in r2.stdout.readline()
+    os.killpg(r2.pid, signal.SIGKILL)
+    r2.communicate(timeout=10)
+    r1.communicate("", timeout=10)
+    assert r1.returncode == 0
+    r3 = _start_step(slow_rman, 0, run_id="R3", adopt=Adopt(("R1", "R2"), stop=False, grace=1))
+    out, _ = r3.communicate("", timeout=20)
+    assert r3.returncode == 0
+    assert out == "fanout: full already completed in run R1 while fanout was away\n"
+    assert (slow_rman / "fanout-PROD1.ledger").read_text() == "R1 full 0 -\n"
+
+
+def test_the_ledger_stays_bounded_and_its_rotated_part_is_still_read(slow_rman: Path) -> None:
+    """A full ledger moves to <ledger>.1 before the next entry; adoption reads both files."""
+    ledger = slow_rman / "fanout-PROD1.ledger"
+    ledger.write_text(
+        "OLD full 0 -\n" + "".join(f"X{i} full 0 -\n" for i in range(LEDGER_LINES - 1))
+    )
+    step = _start_step(slow_rman, 0, run_id="NEW")
+    step.communicate("", timeout=20)
+    assert step.returncode == 0
+    assert ledger.read_text() == "NEW full 0 -\n"
+    assert len((slow_rman / "fanout-PROD1.ledger.1").read_text().splitlines()) == LEDGER_LINES
+    resumed = _start_step(slow_rman, 0, adopt=Adopt(("OLD",), stop=False, grace=1))
+    out, _ = resumed.communicate("", timeout=20)
+    assert out == "fanout: full already completed in run OLD while fanout was away\n"
