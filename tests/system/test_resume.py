@@ -3,6 +3,7 @@ double. What ran remotely is read from the double's invocation records, never fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -49,6 +50,18 @@ def show(home: Path, state: Path, run_id: str | None = None) -> dict[str, Any]:
     return shown
 
 
+def recorded_ok(state: Path) -> bool:
+    """Whether the run store holds a step that ended ok (read-only, as another reader would)."""
+    import sqlite3
+
+    db = state / "fanout.db"
+    if not db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM steps WHERE status = 'ok'").fetchone()
+    return bool(count)
+
+
 def step_statuses(shown: dict[str, Any]) -> dict[tuple[str, str], str]:
     return {(h["name"], s["step"]): s["status"] for h in shown["hosts"] for s in h["steps"]}
 
@@ -64,8 +77,9 @@ def test_kill_9_then_resume_takes_every_backup_exactly_once(
     with Background(
         fanout_argv("run", inventory, "--batch"), cwd=REPO, env=fanout_env(home)
     ) as run:
-        # Kill once some steps have finished and others are running.
+        # Kill once some steps have finished (and fanout has recorded one) and others run.
         wait_until(lambda: len(successes(oracle_home)) >= 4, 30, what="four finished steps")
+        wait_until(lambda: recorded_ok(state), 30, what="a success in the run store")
         run.proc.kill()
         run.finish()
     first = show(home, state)
