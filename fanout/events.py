@@ -47,6 +47,9 @@ class PlannedHost:
     oracle_sid: str
     address: str
     steps: tuple[str, ...]
+    # -- the backup window (scheduler.py) --
+    groups: tuple[str, ...] = ()  # capacity groups
+    expected: tuple[float | None, ...] = ()  # per step: seconds from history, None: no history
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ class RunStarted:
     hosts: tuple[PlannedHost, ...]
     max_parallel: int
     at: float
+    # -- the backup window (scheduler.py) --
+    groups: tuple[tuple[str, int], ...] = ()  # (capacity group, its max_parallel)
+    deadline: float | None = None  # epoch seconds: the end of the window
+    deadline_label: str | None = None  # as the operator wrote it: "06:00"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,43 @@ class StepDef:
     on_failure: OnFailure = OnFailure.CONTINUE
     retries: int | None = None  # None: the host's `retries`
     timeout: float | None = None  # seconds; None: the host's `step_timeout`
+    # -- the backup window (scheduler.py) --
+    window_duration: bool = False  # RMAN: BACKUP … DURATION hh:mm PARTIAL with the time left
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOfDay:
+    """A time of day (the end of the backup window), in ``zone`` or the orchestrator's zone."""
+
+    hour: int
+    minute: int
+    zone: str | None = None  # an IANA name ("Europe/Paris", "UTC"); None: local time
+
+    @property
+    def label(self) -> str:
+        text = f"{self.hour:02d}:{self.minute:02d}"
+        return f"{text} {self.zone}" if self.zone else text
+
+
+_TIME_OF_DAY = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?:\s+(\S+))?")
+
+
+def parse_time_of_day(text: str) -> TimeOfDay:
+    """``06:00`` or ``06:00 Europe/Paris``. Raises ValueError naming ``text``; the zone name is
+    checked by the caller (zoneinfo needs the system's tz database)."""
+    match = _TIME_OF_DAY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected a time of day like 06:00 or '06:00 Europe/Paris', got {text!r}")
+    return TimeOfDay(int(match[1]), int(match[2]), match[3])
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A capacity group: a shared thing (NFS filer, media manager, VM host) that takes at
+    most ``max_parallel`` backups at once."""
+
+    name: str
+    max_parallel: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +85,9 @@ class Settings:
     cancel_grace: float = 60.0  # seconds rman gets to abort after SIGINT before SIGTERM
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/fanout or ~/.local/state/fanout
     max_connecting: int = 128  # SSH handshakes in flight at once (they cost CPU on both ends)
+    # -- the backup window (scheduler.py) --
+    window_end: TimeOfDay | None = None  # no host starts that would end after it
+    hard_deadline: bool = False  # running steps are cancelled at window_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +110,7 @@ class Host:
     connect_retries: int = 2  # extra attempts for transient connection failures
     connect_timeout: float = 30.0
     index: int = 0  # position in the file: breaks priority ties
+    groups: tuple[str, ...] = ()  # capacity groups (Inventory.groups): a slot in each to run
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +122,7 @@ class Inventory:
     # inventory's overrides applied, plus the inventory's custom steps.
     steps: Mapping[str, StepDef] = field(default_factory=dict)
     sha256: str = ""  # of the file's bytes, for the run store
+    groups: Mapping[str, Group] = field(default_factory=dict)  # capacity groups by name
 
 
 # --- durations and selection --------------------------------------------------

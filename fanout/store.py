@@ -493,6 +493,39 @@ class Store:
                 plan[host.name] = todo
         return plan
 
+    def step_durations(
+        self,
+        databases: Sequence[tuple[str, str]],
+        *,
+        before: float | None = None,
+        last: int = 7,
+    ) -> dict[tuple[str, str, str], list[float]]:
+        """(address, oracle_sid, step) -> the durations of that database's ``last`` successful
+        runs of the step, newest first; only steps started before ``before`` if given.
+
+        A database is its (address, SID), whatever host name an inventory gave it. The
+        duration is the latest attempt's (the one that succeeded).
+        """
+        wanted = {(address, sid) for address, sid in databases}
+        if not wanted:
+            return {}
+        rows = self._db.execute(
+            """SELECT address, oracle_sid, step, duration FROM (
+                 SELECT h.address, h.oracle_sid, s.step, s.ended_at - s.started_at AS duration,
+                        ROW_NUMBER() OVER (PARTITION BY h.address, h.oracle_sid, s.step
+                                           ORDER BY s.started_at DESC) AS n
+                 FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
+                 WHERE s.status = 'ok' AND s.started_at IS NOT NULL AND s.ended_at IS NOT NULL
+                   AND (?1 IS NULL OR s.started_at < ?1))
+               WHERE n <= ?2 ORDER BY address, oracle_sid, step, n""",
+            (before, last),
+        )
+        found: dict[tuple[str, str, str], list[float]] = {}
+        for address, sid, step, duration in rows:
+            if (address, sid) in wanted:
+                found.setdefault((address, sid, step), []).append(max(0.0, duration))
+        return found
+
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row
         if (
