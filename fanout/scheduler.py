@@ -276,7 +276,7 @@ def simulate(
     ``queue``: the waiting jobs in dispatch order. ``running``: jobs already started, each
     with its expected remaining seconds. A job without an expected duration takes
     ``unknown`` (default: the median of the known ones, else 0) and is marked ``assumed``.
-    O(events × queue); 500 hosts take a few milliseconds.
+    O(events x queue); 500 hosts take a few milliseconds.
     """
     if unknown is None:
         known = [j.expected for j in queue if j.expected is not None]
