@@ -263,6 +263,8 @@ def test_json_values_use_enum_strings_and_numbers() -> None:
         "oracle_sid": "HR",
         "address": "hr-test.example",
         "steps": ["full"],
+        "groups": [],
+        "expected": [],
     }
     assert records[-1] == {
         "event": "run_finished",
