@@ -50,6 +50,18 @@ TagOpt = Annotated[
 ]
 
 
+DeadlineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="HH:MM",
+        help="End of the backup window (overrides settings.window_end): hosts that would "
+        "not finish before it are not started. A zone may follow: '06:00 Europe/Paris'.",
+        show_default=False,
+    ),
+]
+
+
 def fail(message: str, code: int) -> NoReturn:
     """Print one line to stderr and exit with ``code``."""
     print(f"fanout: {message}", file=sys.stderr)
@@ -95,12 +107,46 @@ def plan(
         bool,
         typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
     ] = False,
+    timeline: Annotated[
+        bool,
+        typer.Option(
+            "--timeline",
+            help="Predict each host's start and end from history, the makespan and whether "
+            "it fits the window, with a text Gantt view.",
+        ),
+    ] = False,
+    deadline: DeadlineOpt = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            metavar="HH:MM",
+            help="--timeline: when the run would begin (default: now).",
+            show_default=False,
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="Where the run history is (default: settings.state_dir)."),
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", min=1, help="Override settings.max_parallel.")
+    ] = None,
 ) -> None:
-    """Show the dispatch order (and scripts) without connecting anywhere."""
-    from fanout.plan import render_plan
+    """Show the dispatch order and why (and scripts, or the predicted timeline), offline."""
+    from fanout.plan import PlanOptions, render_plan
+
+    options = PlanOptions(
+        show_scripts=show_scripts,
+        timeline=timeline,
+        deadline=deadline,
+        start=start,
+        state_dir=state_dir,
+        max_parallel=max_parallel,
+    )
 
     def action() -> str:
-        return render_plan(inventory, limit or [], tag or [], show_scripts=show_scripts)
+        return render_plan(inventory, limit or [], tag or [], options=options)
 
     print(guarded(action), end="")
 
@@ -149,6 +195,14 @@ def run(
             "(default: wait for it to end).",
         ),
     ] = False,
+    deadline: DeadlineOpt = None,
+    hard_deadline: Annotated[
+        bool,
+        typer.Option(
+            "--hard-deadline",
+            help="Cancel running steps at the deadline (as settings.hard_deadline: true).",
+        ),
+    ] = False,
 ) -> None:
     """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled."""
     from fanout.runner import RunOptions, run_inventory
@@ -166,6 +220,8 @@ def run(
         argv=tuple(sys.argv),
         resume=resume,
         stop_running=stop_running,
+        deadline=deadline,
+        hard_deadline=hard_deadline,
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)

@@ -1,25 +1,90 @@
-"""`fanout plan`: the dispatch order and, optionally, each step's exact command and script."""
+"""`fanout plan`: the dispatch order and why, optionally each step's exact command and script,
+and (``--timeline``) the predicted schedule under the limits, the groups and the window."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from fanout.errors import InventoryError
+from fanout.errors import FanoutError, InventoryError
+from fanout.forecast import (
+    Expected,
+    job_of,
+    limits_of,
+    load_expected,
+    order_hosts,
+    resolve_deadline,
+)
 from fanout.inventory import load_inventory
-from fanout.model import Host, Inventory, format_duration, select_hosts
+from fanout.model import Host, Inventory, format_duration, parse_time_of_day, select_hosts
+from fanout.scheduler import Deadline, Timeline, format_elapsed, order_reason, simulate
 from fanout.steps import new_run_id, render_host
 
 
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    show_scripts: bool = False
+    timeline: bool = False
+    deadline: str | None = None  # --deadline: overrides settings.window_end
+    start: str | None = None  # --start 01:00: when the run would begin (default: now)
+    state_dir: Path | None = None  # where the history is (default: settings.state_dir)
+    max_parallel: int | None = None
+    width: int = 100  # of the Gantt view
+
+
 def render_plan(
-    path: Path, limit: Sequence[str], tags: Sequence[str], *, show_scripts: bool
+    path: Path,
+    limit: Sequence[str],
+    tags: Sequence[str],
+    *,
+    show_scripts: bool = False,
+    options: PlanOptions | None = None,
 ) -> str:
-    """Load ``path`` and describe what ``fanout run`` would do. Raises InventoryError."""
+    """Load ``path`` and describe what ``fanout run`` would do, without connecting anywhere.
+
+    Reads the run store's history (never creates it). Raises InventoryError, FanoutError.
+    """
+    from fanout.paths import resolve_state_dir
+
+    options = options or PlanOptions(show_scripts=show_scripts)
     inventory = load_inventory(path)
     hosts = select_hosts(inventory.hosts, limit, tags)
     if not hosts:
         raise InventoryError(str(path), None, "", _no_match(limit, tags))
-    return describe(inventory, hosts, show_scripts=show_scripts)
+    state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
+    expected = load_expected(state_dir, hosts)
+    ordered = order_hosts(hosts, expected)
+    text = describe(
+        inventory,
+        ordered,
+        show_scripts=options.show_scripts or show_scripts,
+        expected=expected,
+        max_parallel=options.max_parallel,
+    )
+    if options.timeline:
+        start = _start(options.start)
+        deadline = resolve_deadline(inventory, options.deadline, now=start)
+        text += "\n" + timeline_text(
+            inventory, ordered, expected, start=start, deadline=deadline, options=options
+        )
+    return text
+
+
+def _start(text: str | None) -> datetime:
+    now = datetime.now().astimezone()
+    if text is None:
+        return now
+    from fanout.scheduler import next_time_of_day
+
+    try:
+        when = parse_time_of_day(text)
+    except ValueError as exc:
+        raise FanoutError(f"--start: {exc}") from exc
+    if when.zone is not None:
+        raise FanoutError("--start: give a local time of day (no zone), like 01:00")
+    return next_time_of_day(when.hour, when.minute, now, None)
 
 
 def _no_match(limit: Sequence[str], tags: Sequence[str]) -> str:
@@ -27,19 +92,46 @@ def _no_match(limit: Sequence[str], tags: Sequence[str]) -> str:
     return "no host matches " + " ".join(wanted) if wanted else "no hosts"
 
 
-def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bool) -> str:
-    """The plan as text: the dispatch order, then (optionally) each step's command and script."""
+def describe(
+    inventory: Inventory,
+    selected: Sequence[Host],
+    *,
+    show_scripts: bool,
+    expected: Expected | None = None,
+    max_parallel: int | None = None,
+) -> str:
+    """The plan as text: the dispatch order (with each host's expected duration and why it
+    sits there), then (optionally) each step's command and script."""
     s = inventory.settings
+    expected = expected or {}
     lines = [
         f"Plan for {inventory.path}: {len(selected)} of {len(inventory.hosts)} hosts, "
-        f"max_parallel {s.max_parallel}, cancel_grace {format_duration(s.cancel_grace)}",
-        "",
+        f"max_parallel {max_parallel or s.max_parallel}, "
+        f"cancel_grace {format_duration(s.cancel_grace)}",
     ]
-    rows = [("#", "PRI", "HOST", "SID", "ADDRESS", "STEPS")]
-    rows += [
-        (str(i), str(h.priority), h.name, h.oracle_sid, _address(h), ", ".join(h.steps))
-        for i, h in enumerate(selected, 1)
-    ]
+    if inventory.groups:
+        groups = ", ".join(f"{g.name} {g.max_parallel}" for g in inventory.groups.values())
+        lines.append(f"Capacity groups (max_parallel): {groups}")
+    if s.window_end is not None:
+        hard = ", hard: running steps are cancelled then" if s.hard_deadline else ""
+        lines.append(f"Window ends at {s.window_end.label}{hard}")
+    lines.append("")
+    rows = [("#", "PRI", "HOST", "SID", "ADDRESS", "STEPS", "GROUPS", "EXPECTED", "ORDER")]
+    for i, h in enumerate(selected, 1):
+        job = job_of(h, expected)
+        rows.append(
+            (
+                str(i),
+                str(h.priority),
+                h.name,
+                h.oracle_sid,
+                _address(h),
+                ",".join(h.steps),
+                ",".join(h.groups) or "-",
+                format_elapsed(job.expected) if job.expected is not None else "-",
+                order_reason(job),
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     right = {0, 1}
     for row in rows:
@@ -65,6 +157,102 @@ def describe(inventory: Inventory, selected: Sequence[Host], *, show_scripts: bo
                         "  " + line if line else "" for line in step.stdin.rstrip("\n").split("\n")
                     ]
     return "\n".join(lines) + "\n"
+
+
+def timeline_text(
+    inventory: Inventory,
+    ordered: Sequence[Host],
+    expected: Expected,
+    *,
+    start: datetime,
+    deadline: Deadline | None,
+    options: PlanOptions,
+) -> str:
+    """The predicted schedule: each host's start and end, the makespan, whether it fits the
+    window, and a Gantt view. The same Dispatcher as ``run``, on a simulated clock."""
+    origin = start.timestamp()
+    timeline = simulate(
+        [job_of(h, expected) for h in ordered],
+        limits_of(inventory, options.max_parallel),
+        now=origin,
+        deadline=deadline,
+    )
+    lines = [f"Timeline (predicted from history; starting {start:%Y-%m-%d %H:%M}):", ""]
+    width = max(len(p.job.name) for p in timeline.hosts)
+    for p in timeline.hosts:
+        if p.start is None or p.end is None:
+            lines.append(f"  {p.job.name:<{width}}  not started: {p.refused}")
+            continue
+        guess = "  (no history: assumed)" if p.assumed else ""
+        lines.append(
+            f"  {p.job.name:<{width}}  {_clock(p.start)} → {_clock(p.end)}  "
+            f"{format_elapsed(p.end - p.start):>6}{guess}"
+        )
+    lines += [
+        "",
+        f"Predicted makespan {format_elapsed(timeline.makespan)}, "
+        f"ending {_clock(timeline.end, days_from=origin)}",
+    ]
+    lines.append(_verdict(timeline, deadline))
+    lines += ["", *gantt(timeline, deadline, width=options.width)]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(timeline: Timeline, deadline: Deadline | None) -> str:
+    if deadline is None:
+        return "No window set (settings.window_end or --deadline)."
+    refused = len(timeline.refused)
+    if refused:
+        return (
+            f"Does NOT fit the window ending {deadline.label}: "
+            f"{refused} host{'s' if refused != 1 else ''} would not be started."
+        )
+    if timeline.end > deadline.at:
+        late = format_elapsed(timeline.end - deadline.at)
+        return f"Does NOT fit the window ending {deadline.label}: {late} late."
+    spare = format_elapsed(deadline.at - timeline.end)
+    return f"Fits the window ending {deadline.label} with {spare} to spare."
+
+
+def gantt(timeline: Timeline, deadline: Deadline | None, *, width: int = 100) -> list[str]:
+    """A text Gantt view: one row per started host, ``█`` while it runs, ``|`` at the deadline."""
+    started = [p for p in timeline.hosts if p.start is not None and p.end is not None]
+    if not started:
+        return []
+    name_w = min(24, max(len(p.job.name) for p in started))
+    span_end = max(timeline.end, deadline.at if deadline is not None else timeline.end)
+    span = max(1.0, span_end - timeline.start)
+    cols = max(10, width - name_w - 3)
+
+    def col(at: float) -> int:
+        return min(cols - 1, int((at - timeline.start) / span * cols))
+
+    mark = col(deadline.at) if deadline is not None else None
+    lines = [
+        f"{'':<{name_w}}  +0{' ' * (cols - 2 - len(format_elapsed(span)))}+{format_elapsed(span)}"[
+            : name_w + 2 + cols + 1
+        ]
+    ]
+    for p in started:
+        assert p.start is not None and p.end is not None
+        a, b = col(p.start), max(col(p.start), col(p.end) - 1)
+        row = [" "] * cols
+        if mark is not None:
+            row[mark] = "|"
+        for c in range(a, b + 1):
+            row[c] = "█"
+        lines.append(f"{p.job.name[:name_w]:<{name_w}}  {''.join(row)}")
+    return lines
+
+
+def _clock(at: float, days_from: float | None = None) -> str:
+    moment = datetime.fromtimestamp(at).astimezone()
+    text = f"{moment:%H:%M}"
+    if days_from is not None:
+        days = (moment.date() - datetime.fromtimestamp(days_from).astimezone().date()).days
+        if days:
+            text += f" (+{days}d)"
+    return text
 
 
 def _address(host: Host) -> str:

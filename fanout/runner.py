@@ -28,7 +28,8 @@ from fanout.errors import FanoutError, InventoryError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
-from fanout.steps import Adopt, new_run_id, render_host
+from fanout.forecast import limits_of, load_expected, order_hosts, resolve_deadline
+from fanout.steps import Adopt, RenderedStep, new_run_id, render_host
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,6 +49,8 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
+    deadline: str | None = None  # --deadline 06:00: overrides settings.window_end
+    hard_deadline: bool = False  # --hard-deadline: running steps are cancelled at the deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +160,29 @@ async def _run(
 
     run_id = new_run_id()
     token = CancelToken()
+    deadline = resolve_deadline(inventory, options.deadline, hard=options.hard_deadline)
+    limits = limits_of(inventory, options.max_parallel)
+    expected = load_expected(state_dir, hosts)
+    hosts = tuple(order_hosts(hosts, expected, resume.steps if resume else None))
+    window_steps = frozenset(name for name, step in inventory.steps.items() if step.window_duration)
+
+    def target(host: Host, steps: tuple[RenderedStep, ...]) -> Target:
+        own = expected.get(host.name, {})
+        return Target(
+            host,
+            steps,
+            expected=tuple(own.get(s.name) for s in steps),
+            window_steps=window_steps,
+        )
+
     if resume is None:
-        targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
+        targets = [target(h, render_host(inventory, h, run_id)) for h in hosts]
     else:
         adopt = Adopt(
             resume.run_id, stop=options.stop_running, grace=inventory.settings.cancel_grace
         )
         targets = [
-            Target(h, render_host(inventory, h, run_id, only=resume.steps[h.name], adopt=adopt))
+            target(h, render_host(inventory, h, run_id, only=resume.steps[h.name], adopt=adopt))
             for h in hosts
         ]
     state = RunState()
@@ -204,8 +222,10 @@ async def _run(
             transport=SshTransport(max_connecting=inventory.settings.max_connecting),
             sink=sink,
             token=token,
-            max_parallel=options.max_parallel or inventory.settings.max_parallel,
+            max_parallel=limits.max_parallel,
             cancel_grace=inventory.settings.cancel_grace,
+            groups=limits.groups,
+            deadline=deadline,
         )
         if view is not None:
             async with view:
