@@ -178,6 +178,11 @@ def timeline_text(
         deadline=deadline,
     )
     lines = [f"Timeline (predicted from history; starting {start:%Y-%m-%d %H:%M}):", ""]
+    if all(p.job.expected is None for p in timeline.hosts):
+        lines.append(
+            "  No history for these hosts yet: the timeline needs one successful run of theirs."
+        )
+        return "\n".join(lines) + "\n"
     width = max(len(p.job.name) for p in timeline.hosts)
     for p in timeline.hosts:
         if p.start is None or p.end is None:
@@ -228,13 +233,12 @@ def gantt(timeline: Timeline, deadline: Deadline | None, *, width: int = 100) ->
         return min(cols - 1, int((at - timeline.start) / span * cols))
 
     mark = col(deadline.at) if deadline is not None else None
-    lines = [
-        f"{'':<{name_w}}  +0{' ' * (cols - 2 - len(format_elapsed(span)))}+{format_elapsed(span)}"[
-            : name_w + 2 + cols + 1
-        ]
+    end = f"+{format_elapsed(span)}"
+    lines = [f"{'':<{name_w}}  " + "+0".ljust(cols - len(end)) + end]
     ]
     for p in started:
-        assert p.start is not None and p.end is not None
+        assert p.start is not None
+        assert p.end is not None
         a, b = col(p.start), max(col(p.start), col(p.end) - 1)
         row = [" "] * cols
         if mark is not None:

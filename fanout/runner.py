@@ -26,9 +26,9 @@ from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
 from fanout.errors import FanoutError, InventoryError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut
+from fanout.forecast import limits_of, load_expected, order_hosts, resolve_deadline
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
-from fanout.forecast import limits_of, load_expected, order_hosts, resolve_deadline
 from fanout.steps import Adopt, RenderedStep, new_run_id, render_host
 
 if TYPE_CHECKING:
