@@ -235,7 +235,6 @@ def gantt(timeline: Timeline, deadline: Deadline | None, *, width: int = 100) ->
     mark = col(deadline.at) if deadline is not None else None
     end = f"+{format_elapsed(span)}"
     lines = [f"{'':<{name_w}}  " + "+0".ljust(cols - len(end)) + end]
-    ]
     for p in started:
         assert p.start is not None
         assert p.end is not None
