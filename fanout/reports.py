@@ -9,7 +9,8 @@ from pathlib import Path
 from fanout.errors import FanoutError
 from fanout.inventory import load_inventory
 from fanout.paths import resolve_state_dir
-from fanout.store import open_store
+from fanout.scheduler import HISTORY_RUNS, expected_duration
+from fanout.store import RunDetail, Store, open_store
 from fanout.ui.history import history_json, render_history, render_show, show_json
 
 
@@ -41,9 +42,22 @@ def show_text(run_id: str | None, as_json: bool, state_dir: Path | None) -> str:
                 raise FanoutError("no runs recorded yet")
             run_id = latest.run_id
         detail = store.run_detail(run_id)
-    if detail is None:
-        raise FanoutError(f"no run {run_id!r} in the run store")
+        if detail is None:
+            raise FanoutError(f"no run {run_id!r} in the run store")
+        expected = _expected_before(store, detail)
     now = time.time()
     if as_json:
-        return json.dumps(show_json(detail, now=now), indent=2) + "\n"
-    return render_show(detail, now=now)
+        return json.dumps(show_json(detail, now=now, expected=expected), indent=2) + "\n"
+    return render_show(detail, now=now, expected=expected)
+
+
+def _expected_before(store: Store, detail: RunDetail) -> dict[tuple[str, str], float | None]:
+    """(host, step) -> what history expected before this run: the median of the last
+    successful durations of that database's step among the runs that started earlier."""
+    databases = [(h.address, h.oracle_sid) for h in detail.hosts]
+    durations = store.step_durations(databases, before=detail.run.started_at, last=HISTORY_RUNS)
+    return {
+        (h.name, s.step): expected_duration(durations.get((h.address, h.oracle_sid, s.step), []))
+        for h in detail.hosts
+        for s in h.steps
+    }

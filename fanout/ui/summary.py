@@ -132,6 +132,8 @@ def _host_header(row: HostRow) -> str:
     text = f"{row.name} ({sid}priority {row.priority}): {_status_word(row.status)}"
     if row.finished and row.duration is not None:
         text += f" in {format_elapsed(row.duration)}"
+        if row.expected is not None:
+            text += f" (expected {format_elapsed(row.expected)})"
     if row.cause:
         text += f": {row.cause}"
     if row.crashed:
@@ -172,11 +174,16 @@ def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> st
     names = [len(cell.name) for row in state.rows.values() for cell in row.steps.values()]
     step_width = min(max(names, default=4), STEP_WIDTH_MAX)
     not_started: list[str] = []
+    refused: list[HostRow] = []  # not started for a reason of their own (the window)
     for row in state.rows.values():
-        if row.status is HostPhase.NOT_STARTED:
+        if row.status is HostPhase.NOT_STARTED and row.cause:
+            refused.append(row)
+        elif row.status is HostPhase.NOT_STARTED:
             not_started.append(row.name)
         else:
             lines.extend(_host_block(row, step_width))
+    for row in refused:
+        lines.extend(_wrap(f"{row.name}: not started: {row.cause}", WIDTH, hanging="    "))
     if not_started:
         label = f"Not started ({len(not_started)}): "
         lines.extend(_wrap(label + ", ".join(not_started), WIDTH, hanging="    "))
@@ -255,18 +262,31 @@ def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> Ta
     table.add_column("Step", no_wrap=True, overflow="ellipsis", max_width=16)
     table.add_column("Status", no_wrap=True)
     table.add_column("Time", justify="right", no_wrap=True)
+    expected = any(row.expected is not None for row in state.rows.values())
+    if expected:
+        table.add_column("Expected", justify="right", no_wrap=True)
     table.add_column("Cause", overflow="fold", ratio=1)
+
+    def add(
+        host: Text, step: str, status: Text, time: str, usual: float | None, cause: str | None
+    ) -> None:
+        usual_text = format_elapsed(usual) if usual is not None else ""
+        if expected:
+            table.add_row(host, step, status, time, usual_text, cause)
+        else:
+            table.add_row(host, step, status, time, cause)
+
     for row in state.rows.values():
         host = Text(row.name, style="bold red" if row.status is HostPhase.FAILED else "")
         if row.status is HostPhase.NOT_STARTED or not row.steps or row.cause:
             host_time = format_elapsed(row.duration) if row.duration else ""
             status = Text(_status_word(row.status), style=_STYLES[row.status])
-            table.add_row(host, "-", status, host_time, row.cause)
+            add(host, "-", status, host_time, row.expected, row.cause)
             host = Text("")
             if row.status is HostPhase.NOT_STARTED:
                 continue
         for cell in row.steps.values():
             status = Text(_status_word(cell.status), style=_STYLES[cell.status])
-            table.add_row(host, cell.name, status, _time_text(cell), _cause_text(cell))
+            add(host, cell.name, status, _time_text(cell), cell.expected, _cause_text(cell))
             host = Text("")
     return table
