@@ -142,7 +142,7 @@ def fleets(draw: st.DrawFn) -> tuple[list[Job], Limits]:
     return dispatch_order(jobs), Limits(draw(st.integers(1, 6)), groups)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(fleets())
 def test_simulated_schedules_respect_every_limit_and_the_lower_bound(
     fleet: tuple[list[Job], Limits],
