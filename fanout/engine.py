@@ -220,7 +220,7 @@ class Engine:
                 hosts.create_task(
                     self._host_in_slot(by_name[job.name], dispatcher), name=f"host:{job.name}"
                 )
-            if not dispatcher.queued:
+            if not len(dispatcher):
                 return
             change = dispatcher.next_change(now)
             within = None if change is None else max(0.0, change - now)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -113,7 +114,9 @@ def format_elapsed(seconds: float) -> str:
 class Dispatcher:
     """Who may start next. Mutable, pure: the caller reports starts' ends with ``finished``.
 
-    ``jobs`` are taken in the order given (see ``dispatch_order``).
+    ``jobs`` are taken in the order given (see ``dispatch_order``). Queued jobs sit in one
+    lane per set of groups, each lane in that order, so a poll looks at the head of each
+    lane only: hosts passed over because their group is full cost nothing.
     """
 
     def __init__(
@@ -123,19 +126,28 @@ class Dispatcher:
         *,
         deadline: Deadline | None = None,
     ) -> None:
-        for job in jobs:
+        self._lanes: dict[tuple[str, ...], deque[tuple[int, Job]]] = {}
+        for position, job in enumerate(jobs):
             for group in job.groups:
                 if group not in limits.groups:
                     raise ValueError(f"host {job.name}: unknown group {group!r}")
-        self._queue = list(jobs)
+            self._lanes.setdefault(job.groups, deque()).append((position, job))
+        self._count = len(jobs)
         self._limits = limits
         self._deadline = deadline
         self._running: dict[str, Job] = {}
         self._group_running = dict.fromkeys(limits.groups, 0)
+        self._next_refusal: float | None = None if deadline is None else -math.inf
 
     @property
     def queued(self) -> tuple[Job, ...]:
-        return tuple(self._queue)
+        """The waiting jobs, in the order given."""
+        waiting = [entry for lane in self._lanes.values() for entry in lane]
+        return tuple(job for _, job in sorted(waiting, key=lambda entry: entry[0]))
+
+    def __len__(self) -> int:
+        """How many jobs are queued."""
+        return self._count
 
     @property
     def running(self) -> tuple[Job, ...]:
@@ -154,23 +166,25 @@ class Dispatcher:
         """
         refusals = self._refuse(now)
         starts: list[Job] = []
-        kept: list[Job] = []
         limit = self._limits.groups
-        for i, job in enumerate(self._queue):
-            if len(self._running) >= self._limits.max_parallel:
-                kept.extend(self._queue[i:])
+        load = self._group_running
+        while len(self._running) < self._limits.max_parallel:
+            best: deque[tuple[int, Job]] | None = None
+            for groups, lane in self._lanes.items():
+                earlier = lane and (best is None or lane[0][0] < best[0][0])
+                if earlier and all(load[g] < limit[g] for g in groups):
+                    best = lane
+            if best is None:
                 break
-            if any(self._group_running[g] >= limit[g] for g in job.groups):
-                kept.append(job)
-                continue
+            _, job = best.popleft()
+            self._count -= 1
             self._start(job)
             starts.append(job)
-        self._queue = kept
         return starts, refusals
 
     def mark_running(self, job: Job) -> None:
         """Count ``job`` as running (started elsewhere: an ETA from the middle of a run)."""
-        self._queue = [j for j in self._queue if j.name != job.name]
+        self.drop(job.name)
         self._start(job)
 
     def finished(self, name: str) -> None:
@@ -182,21 +196,27 @@ class Dispatcher:
 
     def drop(self, name: str) -> Job | None:
         """Take a queued job out (cancelled while queued); None if it is not queued."""
-        for i, job in enumerate(self._queue):
-            if job.name == name:
-                return self._queue.pop(i)
+        for lane in self._lanes.values():
+            for entry in lane:
+                if entry[1].name == name:
+                    lane.remove(entry)
+                    self._count -= 1
+                    return entry[1]
         return None
 
     def next_change(self, now: float) -> float | None:
         """The next time at which ``poll`` would refuse a queued job without anything having
         finished (a job stops fitting, or the deadline itself); None if never."""
-        if self._deadline is None or not self._queue:
+        if self._deadline is None or not self._count:
             return None
         at = self._deadline.at
-        times = [at - j.expected for j in self._queue if j.expected is not None]
+        times = [at - job.expected for job in self._waiting() if job.expected is not None]
         times.append(at)
         later = [t for t in times if t > now]
         return min(later) if later else now
+
+    def _waiting(self) -> Iterable[Job]:
+        return (job for lane in self._lanes.values() for _, job in lane)
 
     def _start(self, job: Job) -> None:
         self._running[job.name] = job
@@ -205,18 +225,21 @@ class Dispatcher:
 
     def _refuse(self, now: float) -> list[Refusal]:
         deadline = self._deadline
-        if deadline is None:
-            return []
-        refusals: list[Refusal] = []
-        kept: list[Job] = []
-        for job in self._queue:
-            reason = refusal_reason(job, now, deadline)
-            if reason is None:
-                kept.append(job)
-            else:
-                refusals.append(Refusal(job, reason))
-        self._queue = kept
-        return refusals
+        if deadline is None or self._next_refusal is None or now < self._next_refusal:
+            return []  # nothing can have stopped fitting since the last look
+        refused: list[tuple[int, Refusal]] = []
+        for groups, lane in self._lanes.items():
+            kept: deque[tuple[int, Job]] = deque()
+            for position, job in lane:
+                reason = refusal_reason(job, now, deadline)
+                if reason is None:
+                    kept.append((position, job))
+                else:
+                    refused.append((position, Refusal(job, reason)))
+            self._lanes[groups] = kept
+        self._count -= len(refused)
+        self._next_refusal = self.next_change(now)
+        return [refusal for _, refusal in sorted(refused, key=lambda entry: entry[0])]
 
 
 def refusal_reason(job: Job, now: float, deadline: Deadline) -> str | None:
