@@ -54,9 +54,10 @@ DeadlineOpt = Annotated[
     str | None,
     typer.Option(
         "--deadline",
-        metavar="HH:MM",
+        metavar="HH:MM|+DURATION",
         help="End of the backup window (overrides settings.window_end): hosts that would "
-        "not finish before it are not started. A zone may follow: '06:00 Europe/Paris'.",
+        "not finish before it are not started. A zone may follow: '06:00 Europe/Paris'; "
+        "'+2h30m' is relative to now.",
         show_default=False,
     ),
 ]

@@ -5,12 +5,12 @@ dispatch order and the deadline. Shared by ``fanout run`` (runner.py) and ``fano
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from fanout.errors import FanoutError
-from fanout.model import Host, Inventory, TimeOfDay, parse_time_of_day
+from fanout.model import Host, Inventory, TimeOfDay, parse_duration, parse_time_of_day
 from fanout.scheduler import (
     HISTORY_RUNS,
     Deadline,
@@ -88,8 +88,19 @@ def resolve_deadline(
     now: datetime | None = None,
 ) -> Deadline | None:
     """The window's end as epoch seconds: ``--deadline`` if given, else ``settings.window_end``;
-    the first such time of day after ``now``. Raises FanoutError for a bad ``override``."""
+    the first such time of day after ``now``. ``--deadline +2h30m`` is relative to ``now``.
+    Raises FanoutError for a bad ``override``."""
     when: TimeOfDay | None = inventory.settings.window_end
+    now = now or datetime.now().astimezone()
+    hard = hard or inventory.settings.hard_deadline
+    if override is not None and override.startswith("+"):
+        try:
+            seconds = parse_duration(override[1:])
+        except ValueError as exc:
+            raise FanoutError(f"--deadline: {exc}") from exc
+        at = now + timedelta(seconds=seconds)
+        label = f"{at:%H:%M:%S}" if at.second or at.microsecond else f"{at:%H:%M}"
+        return Deadline(at.timestamp(), label, hard)
     if override is not None:
         try:
             when = parse_time_of_day(override)
@@ -103,7 +114,6 @@ def resolve_deadline(
                 raise FanoutError(f"--deadline: {problem}")
     if when is None:
         return None
-    now = now or datetime.now().astimezone()
     tz = ZoneInfo(when.zone) if when.zone else None
     at = next_time_of_day(when.hour, when.minute, now, tz)
-    return Deadline(at.timestamp(), when.label, hard or inventory.settings.hard_deadline)
+    return Deadline(at.timestamp(), when.label, hard)
