@@ -294,6 +294,14 @@ def demo(
         bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
     ] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours.")] = False,
+    window: Annotated[
+        bool,
+        typer.Option(
+            "--window",
+            help="A backup window that cannot fit every host: history, a deadline, a host "
+            "too long for it and one slower than its history (try with --failures 0).",
+        ),
+    ] = False,
 ) -> None:
     """Run fanout for real against a simulated fleet on 127.0.0.1 (exit codes as `run`)."""
     from fanout.sim.demo import DemoOptions, run_demo
@@ -306,6 +314,7 @@ def demo(
         batch=batch or not sys.stdout.isatty(),
         no_color=no_color,
         argv=tuple(sys.argv),
+        window=window,
     )
     raise typer.Exit(guarded(lambda: run_demo(options)))
 

@@ -82,6 +82,7 @@ class DemoOptions:
     batch: bool = False
     no_color: bool = False
     argv: tuple[str, ...] = ()
+    window: bool = False  # the backup-window scenario (fanout/sim/window.py)
 
 
 def _example_hosts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -215,6 +216,16 @@ def run_demo(options: DemoOptions) -> int:
             failures=options.failures,
             speed=options.speed,
         )
+        deadline = None
+        if options.window:
+            import time
+
+            from fanout.sim.window import window_scenario
+
+            deadline, more = window_scenario(
+                state_dir, document, behaviours, speed=options.speed, now=time.time()
+            )
+            notes += more
         probe.world.behaviours = behaviours
         path = state_dir / INVENTORY_NAME
         header = (
@@ -236,6 +247,7 @@ def run_demo(options: DemoOptions) -> int:
             no_color=options.no_color,
             state_dir=state_dir,
             argv=options.argv,
+            deadline=deadline,
         )
         code = run_inventory(run, serve=probe.serve)
     finally:
