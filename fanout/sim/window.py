@@ -40,6 +40,7 @@ NIGHTS: Final = 3
 LONG_SECONDS: Final = 24.0  # the full backup that cannot fit
 SLOW_FACTOR: Final = 6.0
 WINDOW_SECONDS: Final = 14.0
+SLACK_SECONDS: Final = 2.0
 _KINDS: Final = ("full", "archivelog", "controlfile")
 
 
@@ -71,7 +72,8 @@ def window_scenario(
             f"  {slow['name']}: full backup {SLOW_FACTOR:g}x slower than its history:"
             " flagged, then stopped at the deadline"
         )
-    window = format_duration(round(max(1.0, WINDOW_SECONDS / speed), 3))
+    # + SLACK: connecting and starting each step costs the same at every --speed
+    window = format_duration(round(WINDOW_SECONDS / speed + SLACK_SECONDS, 1))
     notes.append(f"  window: --deadline +{window}, hard_deadline: true; history: {NIGHTS} nights")
     return f"+{window}", notes
 
