@@ -1,5 +1,6 @@
-"""The live table's window additions: steps done, expected end, expected durations, progress
-bars, the 3x overrun flag and why a host was not started (rendered as text, no colour)."""
+"""The views' window additions: in the live table steps done, expected end, expected durations,
+progress bars, the 3x overrun flag and why a host was not started (rendered as text, no colour);
+in the cron lines the refusal, shown even with --quiet."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fanout.events import (
 )
 from fanout.state import RunState
 from fanout.ui.live_render import render
+from fanout.ui.plain import PlainSink
 
 T0 = 1_796_000_000.0
 
@@ -99,3 +101,16 @@ def test_a_host_refused_by_the_window_says_why() -> None:
     state.apply(HostFinished("r1", "dwh", HostStatus.NOT_STARTED, reason, 0.0, None, T0))
     dwh = next(line for line in text_of(state, clock.now).splitlines() if " dwh " in line)
     assert dwh.rstrip().endswith(f"not started: {reason}")
+
+
+def test_cron_lines_show_a_refusal_even_when_quiet() -> None:
+    """A host the window refused is a failure line (upper case, kept by --quiet) with its cause;
+    a host merely left queued by a cancel is not."""
+    out = io.StringIO()
+    sink = PlainSink(out, quiet=True)
+    reason = "would end after 06:00 (expected 1h40m)"
+    sink.emit(HostFinished("r1", "dwh", HostStatus.NOT_STARTED, reason, 0.0, None, T0))
+    sink.emit(HostFinished("r1", "crm", HostStatus.NOT_STARTED, None, 0.0, None, T0))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(f"dwh NOT STARTED: {reason}")
