@@ -112,3 +112,17 @@ def test_show_gives_expected_next_to_actual(tmp_path: Path) -> None:
     line = next(x for x in result.output.splitlines() if x.startswith("mid "))
     assert "44m" in line
     assert "expected 40m" in line
+
+
+def test_step_durations_are_per_database_newest_first(tmp_path: Path) -> None:
+    """The store gives each database's successful step durations newest first, limited to
+    `last` and to runs before `before`; other databases are not read."""
+    record_history(tmp_path)
+    with open_store(tmp_path) as store:
+        found = store.step_durations([("mid.example", "MID"), ("new.example", "NEW")])
+        assert found == {("mid.example", "MID", "full"): [44 * 60.0, 40 * 60.0]}
+        assert store.step_durations([("mid.example", "MID")], last=1) == {
+            ("mid.example", "MID", "full"): [44 * 60.0]
+        }
+        earlier = store.step_durations([("mid.example", "MID")], before=T0 + 3600)
+        assert earlier == {("mid.example", "MID", "full"): [40 * 60.0]}
