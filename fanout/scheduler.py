@@ -415,9 +415,16 @@ def duration_problem(body: str) -> str | None:
 
 
 def next_time_of_day(hour: int, minute: int, now: datetime, tz: tzinfo | None) -> datetime:
-    """The first ``hour:minute`` after ``now`` (an aware datetime) in ``tz`` (None: ``now``'s
-    zone). A run starting at 22:00 with a window ending at 06:00 gets tomorrow's 06:00."""
-    local = now.astimezone(tz) if tz is not None else now
+    """The first ``hour:minute`` after ``now`` (an aware datetime) in ``tz``, or in the system's
+    local time (with its DST rules) when ``tz`` is None. A run starting at 22:00 with a window
+    ending at 06:00 gets tomorrow's 06:00."""
+    if tz is None:
+        local = now.astimezone().replace(tzinfo=None)  # naive local wall time
+        wall = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if wall <= local:
+            wall += timedelta(days=1)
+        return wall.astimezone()  # naive -> aware: the local offset of that very day
+    local = now.astimezone(tz)
     candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if candidate <= local:
         candidate = (candidate + timedelta(days=1)).replace(hour=hour, minute=minute)

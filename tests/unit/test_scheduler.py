@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -281,3 +282,16 @@ def test_the_window_end_in_an_explicit_zone() -> None:
     """'06:00 Europe/Paris' is 05:00 UTC in winter."""
     at = next_time_of_day(6, 0, datetime(2026, 12, 1, 1, 0, tzinfo=UTC), ZoneInfo("Europe/Paris"))
     assert at.astimezone(UTC).hour == 5
+
+
+def test_a_local_window_end_follows_the_local_dst_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a zone, 06:00 is local time with that day's offset: across the autumn change
+    (Paris, 25 Oct 2026) a run started the evening before gets 06:00 +01:00, not +02:00."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        now = datetime.fromisoformat("2026-10-24T22:00:00+02:00")
+        assert next_time_of_day(6, 0, now, None).isoformat() == "2026-10-25T06:00:00+01:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
