@@ -378,6 +378,18 @@ def run_render(quick: bool) -> tuple[list[str], float | None]:
     return lines, max(shares)
 
 
+def run_scheduler(fleets: int = 100, seed: int = 2026) -> list[str]:
+    """The scheduler benchmark (``benchmarks/scheduler.py``, simulated time, a few seconds)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scheduler import markdown
+    from scheduler import run as run_fleets
+
+    results, cost = run_fleets(fleets, seed)
+    lines = markdown(results, cost, fleets, seed)
+    print("\n".join(lines[-4:]), flush=True)
+    return lines
+
+
 def run_help(times: int = 7) -> list[float]:
     walls = []
     for _ in range(times):
@@ -443,6 +455,7 @@ def write_results(
     helps: list[float],
     fd_limit: int,
     attribution: tuple[int, dict[str, list[dict[str, float]]]] | None = None,
+    scheduler: list[str] | None = None,
 ) -> None:
     analysis = ""
     if path.exists():
@@ -636,6 +649,8 @@ def write_results(
             )
         imports = [r["import_cpu"] for records in variants.values() for r in records]
         out += ["", f"Importing fanout's run path: {median(imports) * 1000:.0f} ms CPU.", ""]
+    if scheduler:
+        out += scheduler
     if bench.notes:
         out += ["## Notes from this run", "", *(f"- {note}" for note in bench.notes), ""]
     out += [analysis, ""]
@@ -651,7 +666,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 50,200,500)")
     parser.add_argument("--cancel-runs", type=int, default=None)
-    parser.add_argument("--skip", default="", help="comma-separated: throughput,cancel,render,help")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: throughput,cancel,render,help,scheduler"
+    )
     parser.add_argument("--attribute", action="store_true", help="add the CPU attribution")
     parser.add_argument("--attribute-hosts", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
@@ -699,8 +716,18 @@ def main() -> int:
         helps = run_help() if "help" not in skip else []
         if helps:
             print(f"fanout --help: median {median(helps):.3f} s", flush=True)
+        scheduler = run_scheduler() if "scheduler" not in skip else None
         write_results(
-            args.out, args, bench, throughput, cancels, render, helps, fd_limit, attribution
+            args.out,
+            args,
+            bench,
+            throughput,
+            cancels,
+            render,
+            helps,
+            fd_limit,
+            attribution,
+            scheduler,
         )
         print(f"wrote {args.out}")
     finally:

@@ -62,6 +62,19 @@ def _step_list(values: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name))
 
 
+DeadlineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="HH:MM|+DURATION",
+        help="End of the backup window (overrides settings.window_end): hosts that would "
+        "not finish before it are not started. A zone may follow: '06:00 Europe/Paris'; "
+        "'+2h30m' is relative to now.",
+        show_default=False,
+    ),
+]
+
+
 def fail(message: str, code: int) -> NoReturn:
     """Print one line to stderr and exit with ``code``."""
     print(f"fanout: {message}", file=sys.stderr)
@@ -119,25 +132,51 @@ def plan(
         bool,
         typer.Option("--show-scripts", help="Print each step's remote command and RMAN script."),
     ] = False,
+    timeline: Annotated[
+        bool,
+        typer.Option(
+            "--timeline",
+            help="Predict each host's start and end from history, the makespan and whether "
+            "it fits the window, with a text Gantt view.",
+        ),
+    ] = False,
+    deadline: DeadlineOpt = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            metavar="HH:MM",
+            help="--timeline: when the run would begin (default: now).",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            "--state-dir", help="Run store the backup levels are decided from (read only)."
+            "--state-dir",
+            help="Run store the backup levels and expected durations are read from (read only).",
         ),
     ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", min=1, help="Override settings.max_parallel.")
+    ] = None,
 ) -> None:
-    """Show the dispatch order, what each host runs and why, without connecting anywhere."""
-    from fanout.plan import render_plan
+    """Show the dispatch order, what each host runs and why (and scripts, or the predicted
+    timeline), without connecting anywhere."""
+    from fanout.plan import PlanOptions, render_plan
+
+    options = PlanOptions(
+        show_scripts=show_scripts,
+        steps=tuple(_step_list(steps)),
+        timeline=timeline,
+        deadline=deadline,
+        start=start,
+        state_dir=state_dir,
+        max_parallel=max_parallel,
+    )
 
     def action() -> str:
-        return render_plan(
-            inventory,
-            limit or [],
-            tag or [],
-            show_scripts=show_scripts,
-            steps=_step_list(steps),
-            state_dir=state_dir,
-        )
+        return render_plan(inventory, limit or [], tag or [], options=options)
 
     emit_text(guarded(action))
 
@@ -201,6 +240,14 @@ def run(
             "(default: wait for it to end).",
         ),
     ] = False,
+    deadline: DeadlineOpt = None,
+    hard_deadline: Annotated[
+        bool,
+        typer.Option(
+            "--hard-deadline",
+            help="Cancel running steps at the deadline (as settings.hard_deadline: true).",
+        ),
+    ] = False,
 ) -> None:
     """Run the backup steps on every selected host; exit 0 ok, 1 failed, 130/143 cancelled.
 
@@ -223,6 +270,8 @@ def run(
         stop_running=stop_running,
         steps=_step_list(steps),
         summary_only=summary_only,
+        deadline=deadline,
+        hard_deadline=hard_deadline,
     )
     code = guarded(lambda: run_inventory(options))
     raise typer.Exit(code)
@@ -393,6 +442,14 @@ def demo(
         bool, typer.Option("--batch", help="Plain log lines, no live table, never read stdin.")
     ] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours.")] = False,
+    window: Annotated[
+        bool,
+        typer.Option(
+            "--window",
+            help="A backup window that cannot fit every host: history, a deadline, a host "
+            "too long for it and one slower than its history (try with --failures 0).",
+        ),
+    ] = False,
 ) -> None:
     """Run fanout for real against a simulated fleet on 127.0.0.1 (exit codes as `run`)."""
     from fanout.sim.demo import DemoOptions, run_demo
@@ -405,6 +462,7 @@ def demo(
         batch=batch or not sys.stdout.isatty(),
         no_color=no_color,
         argv=tuple(sys.argv),
+        window=window,
     )
     raise typer.Exit(guarded(lambda: run_demo(options)))
 

@@ -3,8 +3,12 @@
 The only module that knows about order, concurrency and cancellation. It imports no
 SSH, no UI and no storage: it talks to a ``Transport`` and emits events to one sink.
 
-Dispatch is a sliding window: hosts leave the queue in priority order (file order
-breaks ties) whenever one of ``max_parallel`` slots frees up. Inside a host the steps
+Dispatch: the targets come in dispatch order (``scheduler.dispatch_order``) and the
+engine asks a ``scheduler.Dispatcher`` who may start whenever something changes (a host
+ends, a queued host stops fitting the window): a host starts when ``max_parallel`` and
+each of its capacity groups have a free slot, and a host that would not fit before the
+deadline is not started. With a hard deadline the running hosts are stopped at the
+deadline through their cancel tokens, like ``cancel HOST``. Inside a host the steps
 run strictly in sequence inside the host's ``asyncio.TaskGroup``, which also holds each
 running step's output pump and its guard (the task that enforces the step timeout and
 the cancel token by signalling the remote process group).
@@ -21,7 +25,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,6 +53,7 @@ from fanout.events import (
 )
 from fanout.model import Host, OnFailure, StepKind, format_duration
 from fanout.rman import Transcript, step_cause
+from fanout.scheduler import Deadline, Dispatcher, Job, Limits, host_expected, with_duration
 from fanout.steps import WARNING_PREFIX, RenderedStep
 from fanout.transport.base import OrphanWatch, RemoteProcess, RemoteSignal, Session, Transport
 
@@ -74,6 +79,14 @@ class Target:
     steps: tuple[RenderedStep, ...]
     when: str | None = None
     succeeded_before: frozenset[str] = frozenset()
+    # -- the backup window (scheduler.py) --
+    expected: tuple[float | None, ...] = ()  # per step, seconds from history (None: none)
+    window_steps: frozenset[str] = frozenset()  # RMAN steps given DURATION hh:mm PARTIAL
+
+    def job(self, index: int) -> Job:
+        """This target as the scheduler sees it; ``index`` breaks ties (file order)."""
+        host = self.host
+        return Job(host.name, host.priority, index, host.groups, host_expected(self.expected))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,8 @@ class Engine:
         wall: Callable[[], float] = time.time,
         meta: RunMeta | None = None,
         orphans: OrphanWatch | None = None,
+        groups: Mapping[str, int] | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.run_id = run_id
         self._meta = meta or RunMeta()
@@ -134,6 +149,11 @@ class Engine:
         self._host_status: dict[str, HostStatus] = {}
         self._orphans = orphans  # remote groups a lost connection left: waited for at the end
         self._unconfirmed = 0
+        self._groups = dict(groups or {})
+        self._deadline = deadline  # on the ``wall`` clock
+        self._wake = asyncio.Event()  # a host ended or was cancelled while queued
+        self._started: set[str] = set()
+        self._past_deadline: set[str] = set()  # hosts stopped by the hard deadline
         # One token per host: the run's token fans out to all of them, and
         # cancel_host() fires just one (the live table's `cancel HOST`).
         self._host_tokens = {t.host.name: CancelToken() for t in self._targets}
@@ -161,31 +181,28 @@ class Engine:
                         steps=tuple(s.name for s in t.steps),
                         database=t.host.database_key,
                         levels=tuple(s.level for s in t.steps),
+                        groups=t.host.groups,
+                        expected=t.expected,
                     )
                     for t in self._targets
                 ),
                 max_parallel=self._max_parallel,
                 at=self._wall(),
                 meta=self._meta,
+                groups=tuple(self._groups.items()),
+                deadline=self._deadline.at if self._deadline else None,
+                deadline_label=self._deadline.label if self._deadline else None,
             )
         )
-        slots = asyncio.Semaphore(self._max_parallel)
-        dispatched = 0
-        async with asyncio.TaskGroup() as hosts:
-            for target in self._targets:
-                if not await self._wait_for_slot(slots):
-                    break
-                if self._host_tokens[target.host.name].fired:  # `cancel HOST` while it was queued
-                    slots.release()
-                    self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
-                    dispatched += 1
-                    continue
-                hosts.create_task(
-                    self._host_in_slot(target, slots), name=f"host:{target.host.name}"
-                )
-                dispatched += 1
-            for target in self._targets[dispatched:]:
-                self._finish_host(target.host.name, HostStatus.NOT_STARTED, None, 0.0)
+        hard = None
+        if self._deadline is not None and self._deadline.hard:
+            hard = asyncio.get_running_loop().create_task(self._hard_deadline(self._deadline))
+        try:
+            async with asyncio.TaskGroup() as hosts:
+                await self._dispatch(hosts)
+        finally:
+            if hard is not None:
+                hard.cancel()  # a local timer: nothing remote to stop
         if self._orphans is not None:  # bounded by the transport's orphan_timeout
             for orphan in await self._orphans.wait_orphans():
                 self._unconfirmed += 1
@@ -206,12 +223,65 @@ class Engine:
         )
         return exit_code
 
+    async def _dispatch(self, hosts: asyncio.TaskGroup) -> None:
+        """Start hosts as the Dispatcher allows until none is queued or the token fires.
+
+        Wakes when a host ends, a queued host is cancelled, the token fires or a queued
+        host stops fitting the window. Whatever is still queued at the end is not started.
+        """
+        by_name = {t.host.name: t for t in self._targets}
+        dispatcher = Dispatcher(
+            [t.job(i) for i, t in enumerate(self._targets)],
+            Limits(self._max_parallel, self._groups),
+            deadline=self._deadline,
+        )
+        while not self._token.fired:
+            self._wake.clear()
+            for job in dispatcher.queued:
+                if self._host_tokens[job.name].fired:  # `cancel HOST` while it was queued
+                    dispatcher.drop(job.name)
+                    self._finish_host(job.name, HostStatus.NOT_STARTED, None, 0.0)
+            now = self._wall()
+            starts, refusals = dispatcher.poll(now)
+            for refusal in refusals:
+                self._finish_host(refusal.job.name, HostStatus.NOT_STARTED, refusal.reason, 0.0)
+            for job in starts:
+                self._started.add(job.name)
+                hosts.create_task(
+                    self._host_in_slot(by_name[job.name], dispatcher), name=f"host:{job.name}"
+                )
+            if not len(dispatcher):
+                return
+            change = dispatcher.next_change(now)
+            within = None if change is None else max(0.0, change - now)
+            await _wait_any((self._wake.wait(), self._token.wait()), within=within)
+        for job in dispatcher.queued:
+            self._finish_host(job.name, HostStatus.NOT_STARTED, None, 0.0)
+
+    async def _host_in_slot(self, target: Target, dispatcher: Dispatcher) -> None:
+        try:
+            await self._run_host(target)
+        finally:
+            dispatcher.finished(target.host.name)
+            self._wake.set()
+
+    async def _hard_deadline(self, deadline: Deadline) -> None:
+        """At the deadline, stop every started host that has not finished (its token fires,
+        exactly like ``cancel HOST``); the dispatcher refuses what is still queued."""
+        await asyncio.sleep(max(0.0, deadline.at - self._wall()))
+        for name in sorted(self._started):
+            if name not in self._host_status:
+                self._past_deadline.add(name)
+                self._host_tokens[name].cancel(CancelReason.OPERATOR)
+        self._wake.set()
+
     def cancel_host(self, name: str, reason: CancelReason = CancelReason.OPERATOR) -> bool:
         """Stop one host as the run's token would (a second call forces). False if unknown."""
         host_token = self._host_tokens.get(name)
         if host_token is None or name in self._host_status:
             return False
         host_token.cancel(reason)
+        self._wake.set()
         return True
 
     def _fan_out_cancel(self, reason: CancelReason, forced: bool) -> None:
@@ -227,26 +297,6 @@ class Engine:
         if self._unconfirmed or any(s is not HostStatus.OK for s in self._host_status.values()):
             return ExitCode.FAILED  # a backup failed, or one may still be running
         return ExitCode.OK
-
-    async def _wait_for_slot(self, slots: asyncio.Semaphore) -> bool:
-        """Take a dispatch slot; False (holding nothing) if the token fires first."""
-        if self._token.fired:
-            return False
-        try:
-            async with self._interruptible(self._token):
-                await slots.acquire()
-        except _Interrupted:
-            return False
-        if self._token.fired:  # fired in the same loop iteration as the slot freed
-            slots.release()
-            return False
-        return True
-
-    async def _host_in_slot(self, target: Target, slots: asyncio.Semaphore) -> None:
-        try:
-            await self._run_host(target)
-        finally:
-            slots.release()
 
     # --------------------------------------------------------------- host
 
@@ -359,7 +409,8 @@ class Engine:
                             step.detail,
                         )
                     )
-                    result = await self._run_step(group, session, host, step, token)
+                    windowed = self._in_window(target, step)
+                    result = await self._run_step(group, session, host, windowed, token)
                     if result.connection_lost:
                         session = None  # reconnect for what follows
                     will_retry = (
@@ -418,6 +469,13 @@ class Engine:
         if result.status is StepStatus.FAILED:
             return replace(result, cause=f"condition: {result.cause}")
         return result
+
+    def _in_window(self, target: Target, step: RenderedStep) -> RenderedStep:
+        """``step`` with DURATION hh:mm PARTIAL (the time left) if it opted in to the window."""
+        if self._deadline is None or step.name not in target.window_steps or step.stdin is None:
+            return step
+        left = self._deadline.at - self._wall()
+        return replace(step, stdin=with_duration(step.stdin, left))
 
     async def _connect(self, host: Host, stack: AsyncExitStack, token: CancelToken) -> Session:
         """Open the host's connection, retrying transient failures with backoff.
@@ -497,6 +555,9 @@ class Engine:
                 return StepResult(
                     StepStatus.OK, exit_status, None
                 )  # finished before the signal landed
+            if host.name in self._past_deadline and self._deadline is not None:
+                why = f"stopped at the end of the window ({self._deadline.label})"
+                return StepResult(StepStatus.CANCELLED, exit_status, why)
             return StepResult(StepStatus.CANCELLED, exit_status, "cancelled by operator")
         if stop_reason:
             return StepResult(

@@ -51,6 +51,9 @@ class PlannedHost:
     steps: tuple[str, ...]
     database: str = ""  # Host.database_key: whose level-0 history its backup steps extend
     levels: tuple[int | None, ...] = ()  # per step: the backup level planned (None: no policy)
+    # -- the backup window (scheduler.py) --
+    groups: tuple[str, ...] = ()  # capacity groups
+    expected: tuple[float | None, ...] = ()  # per step: seconds from history, None: no history
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,10 @@ class RunStarted:
     max_parallel: int
     at: float
     meta: RunMeta = RunMeta()
+    # -- the backup window (scheduler.py) --
+    groups: tuple[tuple[str, int], ...] = ()  # (capacity group, its max_parallel)
+    deadline: float | None = None  # epoch seconds: the end of the window
+    deadline_label: str | None = None  # as the operator wrote it: "06:00"
 
 
 @dataclass(frozen=True, slots=True)

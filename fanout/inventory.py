@@ -23,6 +23,7 @@ from fanout.model import (
     MAX_PARALLEL,
     MAX_PRIORITY,
     MAX_RETRIES,
+    Group,
     Host,
     Inventory,
     LevelPolicy,
@@ -30,9 +31,12 @@ from fanout.model import (
     Settings,
     StepDef,
     StepKind,
+    TimeOfDay,
     parse_duration,
+    parse_time_of_day,
 )
 from fanout.policy import weekday_number
+from fanout.scheduler import duration_problem
 from fanout.steps import BUILTIN_STEPS, refused_in_run, rman_commands
 
 # --- loading ------------------------------------------------------------------------
@@ -85,10 +89,12 @@ def load_inventory(path: Path) -> Inventory:
         hosts=tuple(sorted(hosts, key=lambda host: (host.priority, host.index))),
         steps=MappingProxyType(reader.steps),
         sha256=hashlib.sha256(data).hexdigest(),
+        groups=MappingProxyType(reader.groups),
     )
 
 
 _NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -135,6 +141,7 @@ class _Reader:
         self.host_lines: dict[str, int] = {}  # name → line, for duplicates
         self.databases: dict[tuple[str, str], str] = {}  # (address, sid) → host name
         self.requires: list[tuple[str, yaml.Node, str]] = []  # (step, node, key path)
+        self.groups: dict[str, Group] = {}  # capacity groups (`groups:`)
 
     def fail(self, node: yaml.Node, key_path: str, message: str) -> NoReturn:
         raise InventoryError(self.file, node.start_mark.line + 1, key_path, message)
@@ -391,7 +398,9 @@ class _Reader:
             self.fail(
                 root, "", f"expected a mapping with 'hosts' at the top, got {_describe(root)}"
             )
-        top = self.fields(root, "", ("settings", "defaults", "steps", "hosts"), required=("hosts",))
+        top = self.fields(
+            root, "", ("settings", "defaults", "steps", "groups", "hosts"), required=("hosts",)
+        )
         section = {
             key: self.fields(top[key], key, parsers) for key, parsers in _SECTIONS if key in top
         }
@@ -400,6 +409,8 @@ class _Reader:
             for key, node in self.pairs(top["steps"], "steps"):
                 self.steps[key.value] = self.step(key, node)
         self.check_requires()
+        if "groups" in top and top["groups"].tag != _NULL:
+            self.read_groups(top["groups"])
         defaults = self.parsed(section.get("defaults", {}), "defaults", _INHERITED)
         hosts_node = top["hosts"]
         if not isinstance(hosts_node, yaml.SequenceNode) or not hosts_node.value:
@@ -439,6 +450,16 @@ class _Reader:
             step = replace(step, retries=self.count(fields["retries"], f"{path}.retries"))
         if "timeout" in fields:
             step = replace(step, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        if "window_duration" in fields:
+            node_w, path_w = fields["window_duration"], f"{path}.window_duration"
+            if self.boolean(node_w, path_w):
+                if step.kind is not StepKind.RMAN:
+                    self.fail(node_w, path_w, "only an RMAN step can take DURATION")
+                problem = duration_problem(step.body)
+                if problem is not None:
+                    self.fail(node_w, path_w, problem)
+                step = replace(step, window_duration=True)
+
         if "empty_ok" in fields:
             flag = fields["empty_ok"]
             word = str(flag.value).lower() if isinstance(flag, yaml.ScalarNode) else ""
@@ -514,6 +535,46 @@ class _Reader:
                         f"step {name!r} requires {required!r}, which {where}",
                     )
 
+    # -- the backup window --
+
+    def read_groups(self, node: yaml.Node) -> None:
+        """`groups: {nfs1: {max_parallel: 2}}`: capacity groups that hosts name in `group:`."""
+        for key, value in self.pairs(node, "groups"):
+            path = f"groups.{key.value}"
+            if not _NAME.fullmatch(key.value):
+                self.fail(key, path, f"expected a group name of {_NAME_RULE}")
+            fields = self.fields(value, path, ("max_parallel",), required=("max_parallel",))
+            limit = self.positive(fields["max_parallel"], f"{path}.max_parallel")
+            self.groups[key.value] = Group(key.value, limit)
+
+    def group_refs(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        """A host's `group:`, one name or a list, each defined under `groups:`."""
+        if isinstance(node, yaml.SequenceNode):
+            found = self.names(node, path, "group")
+        else:
+            found = [(self.text(node, path, "a group name"), node, path)]
+        for name, item, item_path in found:
+            if name not in self.groups:
+                known = _hint(name, self.groups) or (
+                    f" (known: {', '.join(sorted(self.groups))})"
+                    if self.groups
+                    else " (define it under 'groups:')"
+                )
+                self.fail(item, item_path, f"unknown group {name!r}{known}")
+        return tuple(name for name, _, _ in found)
+
+    def time_of_day(self, node: yaml.Node, path: str) -> TimeOfDay:
+        value = self.text(node, path, "a time of day")
+        try:
+            when = parse_time_of_day(value)
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
+        if when.zone is not None:
+            problem = zone_problem(when.zone)
+            if problem is not None:
+                self.fail(node, path, problem)
+        return when
+
     def host(self, node: yaml.Node, index: int, defaults: Mapping[str, Any]) -> Host:
         path = f"hosts[{index}]"
         fields = self.fields(node, path, _HOST_KEYS, required=_HOST_REQUIRED)
@@ -530,6 +591,7 @@ class _Reader:
             priority=self.positive(*at("priority")),
             oracle_sid=self.matching(*at("oracle_sid"), _SID, "an ORACLE_SID like ORCL or PROD_1"),
             index=index,
+            groups=self.group_refs(*at("group")) if "group" in fields else (),
             **values,
         )
         if host.name in self.host_lines:
@@ -559,6 +621,8 @@ _SETTINGS: _Parsers = {
     "max_connecting": _Reader.parallel,
     "orphan_timeout": _Reader.timeout,
     "retention": _Reader.timeout,  # a positive duration: logs and runs older are pruned
+    "window_end": _Reader.time_of_day,
+    "hard_deadline": _Reader.boolean,
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {
@@ -593,8 +657,20 @@ _STEP_KEYS = (
     "requires",
     "when",
     "empty_ok",
+    "window_duration",
     *_LEVEL_KEYS,
 )
 _HOST_REQUIRED = ("name", "address", "priority", "oracle_sid")
-_HOST_KEYS = (*_HOST_REQUIRED, *_INHERITED)
+_HOST_KEYS = (*_HOST_REQUIRED, *_INHERITED, "group")
 _SECTIONS = (("settings", _SETTINGS), ("defaults", _INHERITED))
+
+
+def zone_problem(zone: str) -> str | None:
+    """Why ``zone`` is not a usable time zone name, or None."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {zone!r} (expected an IANA name like Europe/Paris or UTC)"
+    return None

@@ -55,6 +55,43 @@ class StepDef:
     requires: tuple[str, ...] = ()  # steps that must have succeeded in this run, else skipped
     when: str | None = None  # POSIX sh condition run on the host first; exit 1: skipped
     levels: LevelPolicy | None = None  # the `backup` step: level 0 or 1 chosen per database
+    # -- the backup window (scheduler.py) --
+    window_duration: bool = False  # RMAN: BACKUP … DURATION hh:mm PARTIAL with the time left
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOfDay:
+    """A time of day (the end of the backup window), in ``zone`` or the orchestrator's zone."""
+
+    hour: int
+    minute: int
+    zone: str | None = None  # an IANA name ("Europe/Paris", "UTC"); None: local time
+
+    @property
+    def label(self) -> str:
+        text = f"{self.hour:02d}:{self.minute:02d}"
+        return f"{text} {self.zone}" if self.zone else text
+
+
+_TIME_OF_DAY = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?:\s+(\S+))?")
+
+
+def parse_time_of_day(text: str) -> TimeOfDay:
+    """``06:00`` or ``06:00 Europe/Paris``. Raises ValueError naming ``text``; the zone name is
+    checked by the caller (zoneinfo needs the system's tz database)."""
+    match = _TIME_OF_DAY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected a time of day like 06:00 or '06:00 Europe/Paris', got {text!r}")
+    return TimeOfDay(int(match[1]), int(match[2]), match[3])
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A capacity group: a shared thing (NFS filer, media manager, VM host) that takes at
+    most ``max_parallel`` backups at once."""
+
+    name: str
+    max_parallel: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +104,9 @@ class Settings:
     # connection (long enough to ride out an sshd restart); later connections still try first.
     orphan_timeout: float = 300.0
     retention: float | None = None  # seconds; None: keep logs and runs forever (see prune.py)
+    # -- the backup window (scheduler.py) --
+    window_end: TimeOfDay | None = None  # no host starts that would end after it
+    hard_deadline: bool = False  # running steps are cancelled at window_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +143,8 @@ class Host:
         """The database this host backs up, for the level-0 history: RAC nodes can share one."""
         return self.database or f"{self.oracle_sid}@{self.address.lower()}"
 
+    groups: tuple[str, ...] = ()  # capacity groups (Inventory.groups): a slot in each to run
+
 
 @dataclass(frozen=True, slots=True)
 class Inventory:
@@ -113,6 +155,7 @@ class Inventory:
     # inventory's overrides applied, plus the inventory's custom steps.
     steps: Mapping[str, StepDef] = field(default_factory=dict)
     sha256: str = ""  # of the file's bytes, for the run store
+    groups: Mapping[str, Group] = field(default_factory=dict)  # capacity groups by name
 
 
 # --- durations and selection --------------------------------------------------

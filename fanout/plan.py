@@ -1,6 +1,7 @@
-"""`fanout plan`: the dispatch order, what each host runs tonight and why (levels,
-conditions, dependencies, where ORACLE_HOME comes from) and, optionally, each step's
-exact command and script.
+"""`fanout plan`: the dispatch order and why, what each host runs tonight and why (levels,
+conditions, dependencies, where ORACLE_HOME comes from), optionally each step's exact command
+and script, and (``--timeline``) the predicted schedule under the limits, the groups and the
+window.
 
 Each host's SSH destination is shown as it will really be used: user, address and port after
 the ssh config (``HostName``, ``User``, ``Port``) and the ``ProxyJump`` chain, resolved with
@@ -10,13 +11,36 @@ asyncssh's own config parser, without connecting.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from fanout.errors import FanoutError, InventoryError
+from fanout.errors import InventoryError, UsageError
+from fanout.forecast import (
+    Expected,
+    job_of,
+    limits_of,
+    load_expected,
+    order_hosts,
+    resolve_deadline,
+)
 from fanout.inventory import load_inventory
-from fanout.model import Host, Inventory, format_duration, select_hosts
+from fanout.model import Host, Inventory, format_duration, parse_time_of_day, select_hosts
 from fanout.policy import LevelChoice, select_steps
+from fanout.scheduler import Deadline, Timeline, format_elapsed, order_reason, simulate
 from fanout.steps import DEFAULT_ORATABS, new_run_id, render_host
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    show_scripts: bool = False
+    steps: tuple[str, ...] = ()  # --steps
+    timeline: bool = False
+    deadline: str | None = None  # --deadline: overrides settings.window_end
+    start: str | None = None  # --start 01:00: when the run would begin (default: now)
+    state_dir: Path | None = None  # where the history is (default: settings.state_dir)
+    max_parallel: int | None = None
+    width: int = 100  # of the Gantt view
 
 
 def render_plan(
@@ -24,30 +48,64 @@ def render_plan(
     limit: Sequence[str],
     tags: Sequence[str],
     *,
-    show_scripts: bool,
+    show_scripts: bool = False,
     steps: Sequence[str] = (),
     state_dir: Path | None = None,
+    options: PlanOptions | None = None,
 ) -> str:
-    """Load ``path`` and describe what ``fanout run`` would do (``steps``: ``--steps``).
+    """Load ``path`` and describe what ``fanout run`` would do, without connecting anywhere
+    (``steps``: ``--steps``; ``options``: the timeline and its inputs).
 
-    Backup levels are decided from the run store in ``state_dir`` (default: the
-    inventory's), read only. Raises InventoryError, FanoutError (``--steps``), StoreError.
+    Backup levels and expected durations come from the run store in ``state_dir`` (default:
+    the inventory's), read only. Raises InventoryError, FanoutError (``--steps``,
+    ``--start``), StoreError.
     """
     from fanout.paths import resolve_state_dir
     from fanout.runner import plan_levels
 
+    options = options or PlanOptions(show_scripts=show_scripts, state_dir=state_dir)
     inventory = load_inventory(path)
     hosts = select_hosts(inventory.hosts, limit, tags)
     if not hosts:
         raise InventoryError(str(path), None, "", _no_match(limit, tags))
     try:
-        hosts = select_steps(inventory, hosts, steps)
+        hosts = select_steps(inventory, hosts, steps or options.steps)
     except ValueError as exc:
-        raise FanoutError(str(exc)) from exc
-    levels = plan_levels(
-        inventory, hosts, resolve_state_dir(state_dir or inventory.settings.state_dir)
+        raise UsageError(str(exc)) from exc
+    state_dir = resolve_state_dir(options.state_dir or state_dir or inventory.settings.state_dir)
+    levels = plan_levels(inventory, hosts, state_dir)
+    expected = load_expected(state_dir, hosts)
+    ordered = order_hosts(hosts, expected)
+    text = describe(
+        inventory,
+        ordered,
+        show_scripts=options.show_scripts or show_scripts,
+        levels=levels,
+        expected=expected,
+        max_parallel=options.max_parallel,
     )
-    return describe(inventory, hosts, show_scripts=show_scripts, levels=levels)
+    if options.timeline:
+        start = _start(options.start)
+        deadline = resolve_deadline(inventory, options.deadline, now=start)
+        text += "\n" + timeline_text(
+            inventory, ordered, expected, start=start, deadline=deadline, options=options
+        )
+    return text
+
+
+def _start(text: str | None) -> datetime:
+    now = datetime.now().astimezone()
+    if text is None:
+        return now
+    from fanout.scheduler import next_time_of_day
+
+    try:
+        when = parse_time_of_day(text)
+    except ValueError as exc:
+        raise UsageError(f"--start: {exc}") from exc
+    if when.zone is not None:
+        raise UsageError("--start: give a local time of day (no zone), like 01:00")
+    return next_time_of_day(when.hour, when.minute, now, None)
 
 
 def _no_match(limit: Sequence[str], tags: Sequence[str]) -> str:
@@ -61,22 +119,52 @@ def describe(
     *,
     show_scripts: bool,
     levels: Mapping[str, Mapping[str, LevelChoice]] | None = None,
+    expected: Expected | None = None,
+    max_parallel: int | None = None,
 ) -> str:
-    """The plan as text: the dispatch order, what is decided per host, then (optionally)
-    each step's command and script. ``levels``: host → step → its level choice."""
+    """The plan as text: the dispatch order (with each host's SSH destination, expected
+    duration and why it sits there), what is decided per host, then (optionally) each
+    step's command and script. ``levels``: host → step → its level choice."""
     levels = levels or {}
     s = inventory.settings
+    expected = expected or {}
     lines = [
         f"Plan for {inventory.path}: {len(selected)} of {len(inventory.hosts)} hosts, "
-        f"max_parallel {s.max_parallel}, cancel_grace {format_duration(s.cancel_grace)}",
-        "",
+        f"max_parallel {max_parallel or s.max_parallel}, "
+        f"cancel_grace {format_duration(s.cancel_grace)}",
     ]
-    rows = [("#", "PRI", "HOST", "SID", "SSH", "VIA", "STEPS")]
+    if inventory.groups:
+        groups = ", ".join(f"{g.name} {g.max_parallel}" for g in inventory.groups.values())
+        lines.append(f"Capacity groups (max_parallel): {groups}")
+    if s.window_end is not None:
+        hard = ", hard: running steps are cancelled then" if s.hard_deadline else ""
+        lines.append(f"Window ends at {s.window_end.label}{hard}")
+    lines.append("")
+    rows: list[tuple[str, ...]] = [
+        ("#", "PRI", "HOST", "SID", "SSH", "VIA", "STEPS", "GROUPS", "EXPECTED", "ORDER")
+    ]
     trust: dict[str, None] = {}
     for i, h in enumerate(selected, 1):
         ssh, via, known = _ssh(h)
         trust[known] = None
-        rows.append((str(i), str(h.priority), h.name, h.oracle_sid, ssh, via, _steps(h, levels)))
+        job = job_of(h, expected)
+        rows.append(
+            (
+                str(i),
+                str(h.priority),
+                h.name,
+                h.oracle_sid,
+                ssh,
+                via,
+                _steps(h, levels),
+                ",".join(h.groups) or "-",
+                format_elapsed(job.expected) if job.expected is not None else "-",
+                order_reason(job),
+            )
+        )
+    if not inventory.groups:  # no capacity groups: no GROUPS column
+        gone = rows[0].index("GROUPS")
+        rows = [row[:gone] + row[gone + 1 :] for row in rows]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     right = {0, 1}
     for row in rows:
@@ -168,3 +256,102 @@ def _condition(label: str, text: str) -> list[str]:
     if len(lines) == 1:
         return [f"{label} {lines[0].strip()}"]
     return [label, *(f"  {line}" for line in lines)]
+
+
+def timeline_text(
+    inventory: Inventory,
+    ordered: Sequence[Host],
+    expected: Expected,
+    *,
+    start: datetime,
+    deadline: Deadline | None,
+    options: PlanOptions,
+) -> str:
+    """The predicted schedule: each host's start and end, the makespan, whether it fits the
+    window, and a Gantt view. The same Dispatcher as ``run``, on a simulated clock."""
+    origin = start.timestamp()
+    timeline = simulate(
+        [job_of(h, expected) for h in ordered],
+        limits_of(inventory, options.max_parallel),
+        now=origin,
+        deadline=deadline,
+    )
+    lines = [f"Timeline (predicted from history; starting {start:%Y-%m-%d %H:%M}):", ""]
+    if all(p.job.expected is None for p in timeline.hosts):
+        lines.append(
+            "  No history for these hosts yet: the timeline needs one successful run of theirs."
+        )
+        return "\n".join(lines) + "\n"
+    width = max(len(p.job.name) for p in timeline.hosts)
+    for p in timeline.hosts:
+        if p.start is None or p.end is None:
+            lines.append(f"  {p.job.name:<{width}}  not started: {p.refused}")
+            continue
+        guess = "  (no history: assumed)" if p.assumed else ""
+        lines.append(
+            f"  {p.job.name:<{width}}  {_clock(p.start)} → {_clock(p.end)}  "
+            f"{format_elapsed(p.end - p.start):>6}{guess}"
+        )
+    lines += [
+        "",
+        f"Predicted makespan {format_elapsed(timeline.makespan)}, "
+        f"ending {_clock(timeline.end, days_from=origin)}",
+    ]
+    lines.append(_verdict(timeline, deadline))
+    lines += ["", *gantt(timeline, deadline, width=options.width)]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(timeline: Timeline, deadline: Deadline | None) -> str:
+    if deadline is None:
+        return "No window set (settings.window_end or --deadline)."
+    refused = len(timeline.refused)
+    if refused:
+        return (
+            f"Does NOT fit the window ending {deadline.label}: "
+            f"{refused} host{'s' if refused != 1 else ''} would not be started."
+        )
+    if timeline.end > deadline.at:
+        late = format_elapsed(timeline.end - deadline.at)
+        return f"Does NOT fit the window ending {deadline.label}: {late} late."
+    spare = format_elapsed(deadline.at - timeline.end)
+    return f"Fits the window ending {deadline.label} with {spare} to spare."
+
+
+def gantt(timeline: Timeline, deadline: Deadline | None, *, width: int = 100) -> list[str]:
+    """A text Gantt view: one row per started host, ``█`` while it runs, ``|`` at the deadline."""
+    started = [p for p in timeline.hosts if p.start is not None and p.end is not None]
+    if not started:
+        return []
+    name_w = min(24, max(len(p.job.name) for p in started))
+    span_end = max(timeline.end, deadline.at if deadline is not None else timeline.end)
+    span = max(1.0, span_end - timeline.start)
+    cols = max(10, width - name_w - 3)
+
+    def col(at: float) -> int:
+        return min(cols - 1, int((at - timeline.start) / span * cols))
+
+    mark = col(deadline.at) if deadline is not None else None
+    end = f"+{format_elapsed(span)}"
+    lines = [f"{'':<{name_w}}  " + "+0".ljust(cols - len(end)) + end]
+    for p in started:
+        assert p.start is not None
+        assert p.end is not None
+        a, b = col(p.start), max(col(p.start), col(p.end) - 1)
+        row = [" "] * cols
+        if mark is not None:
+            row[mark] = "|"
+        for c in range(a, b + 1):
+            row[c] = "█"
+        lines.append(f"{p.job.name[:name_w]:<{name_w}}  {''.join(row)}")
+    return lines
+
+
+def _clock(at: float, days_from: float | None = None) -> str:
+    moment = datetime.fromtimestamp(at).astimezone()
+    text = f"{moment:%H:%M}"
+    if days_from is not None:
+        days = (moment.date() - datetime.fromtimestamp(days_from).astimezone().date()).days
+        if days:
+            text += f" (+{days}d)"
+    return text

@@ -10,7 +10,8 @@ from pathlib import Path
 from fanout.errors import UsageError
 from fanout.inventory import load_inventory
 from fanout.paths import choose_state_dir, host_log_path
-from fanout.store import open_store
+from fanout.scheduler import HISTORY_RUNS, expected_duration
+from fanout.store import RunDetail, Store, open_store
 from fanout.ui.history import (
     history_json,
     render_failed,
@@ -71,8 +72,9 @@ def show_text(
                 raise UsageError(f"no runs{where} recorded yet in {store.path}")
             run_id = latest.run_id
         detail = store.run_detail(run_id)
-    if detail is None:
-        raise UsageError(f"no run {run_id!r} in the run store {directory}")
+        if detail is None:
+            raise UsageError(f"no run {run_id!r} in the run store {directory}")
+        expected = _expected_before(store, detail)
     if hosts:
         detail = select_run_hosts(detail, hosts)
         if not detail.hosts:
@@ -83,7 +85,7 @@ def show_text(
         return str(host_log_path(directory, detail.run.run_id, name))
 
     if as_json:
-        data = show_json(detail, now=now)
+        data = show_json(detail, now=now, expected=expected)
         if failed:
             wanted = ("failed", "cancelled")
             data["hosts"] = [
@@ -95,5 +97,17 @@ def show_text(
     if failed:
         return render_failed(detail, host_log)
     if hosts or all_hosts:
-        return render_show(detail, now=now)
+        return render_show(detail, now=now, expected=expected)
     return render_show_brief(detail, now=now, host_log=host_log)
+
+
+def _expected_before(store: Store, detail: RunDetail) -> dict[tuple[str, str], float | None]:
+    """(host, step) -> what history expected before this run: the median of the last
+    successful durations of that database's step among the runs that started earlier."""
+    databases = [(h.address, h.oracle_sid) for h in detail.hosts]
+    durations = store.step_durations(databases, before=detail.run.started_at, last=HISTORY_RUNS)
+    return {
+        (h.name, s.step): expected_duration(durations.get((h.address, h.oracle_sid, s.step), []))
+        for h in detail.hosts
+        for s in h.steps
+    }

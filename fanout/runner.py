@@ -26,6 +26,7 @@ from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
 from fanout.errors import FanoutError, InventoryError, StoreError, UsageError
 from fanout.events import CancelReason, CancelRequested, EventSink, FanOut, RunMeta
+from fanout.forecast import Expected, limits_of, load_expected, order_hosts, resolve_deadline
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
 from fanout.policy import LevelChoice, decide_levels, select_steps
@@ -54,6 +55,8 @@ class RunOptions:
     steps: tuple[str, ...] = ()  # --steps: run only these (empty: every step of each host)
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
     summary_only: bool = False  # batch: no line per event, only the end-of-run summary
+    deadline: str | None = None  # --deadline 06:00: overrides settings.window_end
+    hard_deadline: bool = False  # --hard-deadline: running steps are cancelled at the deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +212,13 @@ def build_targets(
     levels: dict[str, dict[str, LevelChoice]],
     resume: Resume | None = None,
     stop_running: bool = False,
+    *,
+    expected: Expected | None = None,
 ) -> list[Target]:
-    """Each host's rendered steps, its ``when:`` condition and (resuming) the steps that
-    already succeeded in the resumed run, which satisfy ``requires``."""
+    """Each host's rendered steps, its ``when:`` condition, (resuming) the steps that
+    already succeeded, which satisfy ``requires``, and what history expects of each step
+    (``expected``, for the scheduler and the window)."""
+    window_steps = frozenset(name for name, step in inventory.steps.items() if step.window_duration)
     targets = []
     for host in hosts:
         adopt = only = None
@@ -224,7 +231,17 @@ def build_targets(
         )
         done = frozenset(s for s in host.steps if only is not None and s not in only)
         when = render_condition(host, host.when) if host.when else None
-        targets.append(Target(host, steps, when=when, succeeded_before=done))
+        own = (expected or {}).get(host.name, {})
+        targets.append(
+            Target(
+                host,
+                steps,
+                when=when,
+                succeeded_before=done,
+                expected=tuple(own.get(s.name) for s in steps),
+                window_steps=window_steps,
+            )
+        )
     return targets
 
 
@@ -244,8 +261,6 @@ async def _run(
 
     run_id = new_run_id()
     token = CancelToken()
-    levels = plan_levels(inventory, hosts, state_dir)
-    targets = build_targets(inventory, hosts, run_id, levels, resume, options.stop_running)
     state = RunState()
     console = None if options.batch else _live_console(options, out)
 
@@ -257,6 +272,15 @@ async def _run(
     with store_cm as store, LogSink(state_dir) as logs, _signals_fire(token):
         if store.moved_aside is not None:
             _warn(f"{store.path} was corrupt: moved to {store.moved_aside}, starting a fresh one")
+        # History is read once the store is known good (a corrupt one was just moved aside).
+        deadline = resolve_deadline(inventory, options.deadline, hard=options.hard_deadline)
+        limits = limits_of(inventory, options.max_parallel)
+        expected = load_expected(state_dir, hosts)
+        hosts = tuple(order_hosts(hosts, expected, resume.steps if resume else None))
+        levels = plan_levels(inventory, hosts, state_dir)
+        targets = build_targets(
+            inventory, hosts, run_id, levels, resume, options.stop_running, expected=expected
+        )
         flusher = asyncio.create_task(_flush_logs(logs), name="flush-logs")
         view = None
         if console is not None:
@@ -292,13 +316,15 @@ async def _run(
             orphans=transport,
             sink=sink,
             token=token,
-            max_parallel=options.max_parallel or inventory.settings.max_parallel,
+            max_parallel=limits.max_parallel,
             cancel_grace=inventory.settings.cancel_grace,
             meta=RunMeta(
                 inventory_sha256=inventory.sha256,
                 argv=tuple(options.argv),
                 resumed_from=resume.run_id if resume else None,
             ),
+            groups=limits.groups,
+            deadline=deadline,
         )
         try:
             if view is not None:

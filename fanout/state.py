@@ -42,6 +42,7 @@ from fanout.events import (
 )
 from fanout.model import format_duration
 from fanout.rman import Transcript
+from fanout.scheduler import Deadline, Job, Limits, host_expected, remaining, simulate
 
 _LEVEL = re.compile(r"level ([01])( cumulative)?:")
 
@@ -132,6 +133,7 @@ class StepCell:
     exit_status: int | None = None
     cause: str | None = None
     detail: str | None = None  # the backup level and why ("level 0: …"), warnings
+    expected: float | None = None  # seconds, from history (scheduler.py); None: no history
 
     @property
     def level(self) -> str | None:
@@ -174,6 +176,12 @@ class HostRow:
     ended_at: float | None = None  # wall clock of HostFinished
     duration: float | None = None
     finish_seq: int = 0  # 1 for the first host to finish, 2 for the next… (0: not finished)
+    groups: tuple[str, ...] = ()  # capacity groups
+
+    @property
+    def expected(self) -> float | None:
+        """The host's expected duration: its steps' from history; None without any."""
+        return host_expected(cell.expected for cell in self.steps.values())
 
     @property
     def finished(self) -> bool:
@@ -280,6 +288,12 @@ class RunState:
         self.rows: dict[str, HostRow] = {}  # dispatch order
         self.orphans: list[OrphanUnconfirmed] = []  # remote groups that may still be running
         self._finished_hosts = 0
+        # -- the backup window (scheduler.py) --
+        self.groups: dict[str, int] = {}  # capacity group -> max_parallel
+        self.deadline: float | None = None  # wall clock
+        self.deadline_label: str | None = None
+        self._changes = 0  # bumped by every event that can move the expected end
+        self._eta: tuple[tuple[int, float], float | None] | None = None  # ((changes, at), end)
 
     # ------------------------------------------------------------------ fold
 
@@ -289,6 +303,8 @@ class RunState:
     def apply(self, event: Event) -> None:
         """Fold one event in. Never raises for a well-typed event."""
         self.last_at = event.at
+        if not isinstance(event, StepOutput):
+            self._changes += 1
         match event:
             case StepOutput():
                 reader = self._readers.get((event.host, event.step))
@@ -303,6 +319,9 @@ class RunState:
                 self.max_parallel = event.max_parallel
                 self.started_at = event.at
                 self.started_mono = self._clock()
+                self.groups = dict(event.groups)
+                self.deadline = event.deadline
+                self.deadline_label = event.deadline_label
                 for planned in event.hosts:
                     self._add_row(planned)
             case HostStarted():
@@ -364,7 +383,10 @@ class RunState:
             sid=planned.oracle_sid,
             address=planned.address,
             steps={step: StepCell(step) for step in planned.steps},
+            groups=planned.groups,
         )
+        for step, expected in zip(planned.steps, planned.expected, strict=False):
+            row.steps[step].expected = expected
         self.rows[planned.name] = row
         return row
 
@@ -458,6 +480,62 @@ class RunState:
         if self.started_mono is None:
             return 0.0
         return max(0.0, self._clock() - self.started_mono)
+
+    # ------------------------------------------------------- the window and the ETA
+
+    def expected_end(self, now: float, *, every: float = 2.0) -> float | None:
+        """When the run is expected to end, on the state's monotonic clock; None without history.
+
+        The scheduler's simulation from ``now``: running hosts keep what history leaves of
+        their steps, queued hosts go through the same limits, groups and window as the
+        engine. Recomputed every ``every`` seconds, and after a change once ``every / 4`` has
+        passed (one simulation of 500 hosts costs a few ms: not at every frame).
+        """
+        if self.finished is not None or self.started_mono is None:
+            return None
+        if self._eta is not None:
+            (changes, at), end = self._eta
+            fresh = now - at < every and (changes == self._changes or now - at < every / 4)
+            if fresh and now >= at:
+                return end
+        end = self._simulate_end(now)
+        self._eta = ((self._changes, now), end)
+        return end
+
+    def _simulate_end(self, now: float) -> float | None:
+        if all(row.expected is None for row in self.rows.values()):
+            return None
+        running: list[tuple[Job, float]] = []
+        queued: list[Job] = []
+        for row in self.rows.values():
+            if row.status in (HostPhase.CONNECTING, HostPhase.RUNNING):
+                left = 0.0
+                for cell in row.steps.values():
+                    if cell.status in (CellStatus.RUNNING, CellStatus.RETRYING):
+                        left += remaining(cell.elapsed(now) or 0.0, cell.expected)
+                    elif cell.status is CellStatus.QUEUED:
+                        left += cell.expected or 0.0
+                running.append((Job(row.name, row.priority, row.index, row.groups), left))
+            elif row.status is HostPhase.QUEUED:
+                queued.append(Job(row.name, row.priority, row.index, row.groups, row.expected))
+        deadline = None
+        if self.deadline is not None and self.started_at is not None and self.started_mono:
+            at = self.started_mono + (self.deadline - self.started_at)
+            deadline = Deadline(at, self.deadline_label or "")
+        limits = Limits(max(1, self.max_parallel), self.groups)
+        groups_known = all(g in self.groups for job in queued for g in job.groups) and all(
+            g in self.groups for job, _ in running for g in job.groups
+        )
+        if not groups_known:
+            limits = Limits(max(1, self.max_parallel))
+            queued = [Job(j.name, j.priority, j.index, (), j.expected) for j in queued]
+            running = [(Job(j.name, j.priority, j.index), left) for j, left in running]
+        return simulate(queued, limits, now=now, deadline=deadline, running=running).end
+
+    def step_totals(self) -> tuple[int, int]:
+        """(finished steps, all steps) over every host."""
+        cells = [cell for row in self.rows.values() for cell in row.steps.values()]
+        return sum(cell.finished for cell in cells), len(cells)
 
 
 def _visible(text: str | None) -> str | None:

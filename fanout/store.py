@@ -803,6 +803,50 @@ class Store:
             ]
         )
 
+    def step_durations(
+        self,
+        databases: Sequence[tuple[str, str]],
+        *,
+        before: float | None = None,
+        last: int = 7,
+        max_runs: int = 60,
+    ) -> dict[tuple[str, str, str], list[float]]:
+        """(address, oracle_sid, step) -> the durations of that database's ``last`` successful
+        runs of the step, newest first; only runs started before ``before`` if given.
+
+        A database is its (address, SID), whatever host name an inventory gave it. The
+        duration is the latest attempt's (the one that succeeded). Reads runs newest first,
+        by primary key, until every database seen has ``last`` values per step and every
+        wanted one was seen, or ``max_runs`` runs were read: a year of nightly 500-host
+        runs costs what the last week does.
+        """
+        wanted = {(address, sid) for address, sid in databases}
+        found: dict[tuple[str, str, str], list[float]] = {}
+        if not wanted:
+            return found
+        runs = self._db.execute(
+            """SELECT id FROM runs WHERE ?1 IS NULL OR started_at < ?1
+               ORDER BY started_at DESC, rowid DESC LIMIT ?2""",
+            (before, max_runs),
+        ).fetchall()
+        seen: set[tuple[str, str]] = set()
+        for (run_id,) in runs:
+            for address, sid, step, duration in self._db.execute(
+                """SELECT h.address, h.oracle_sid, s.step, s.ended_at - s.started_at
+                   FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
+                   WHERE s.run_id = ? AND s.status = 'ok'
+                     AND s.started_at IS NOT NULL AND s.ended_at IS NOT NULL""",
+                (run_id,),
+            ):
+                if (address, sid) in wanted:
+                    seen.add((address, sid))
+                    values = found.setdefault((address, sid, step), [])
+                    if len(values) < last:
+                        values.append(max(0.0, duration))
+            if seen == wanted and all(len(v) >= last for v in found.values()):
+                break
+        return found
+
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row
         if (

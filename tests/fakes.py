@@ -54,6 +54,7 @@ class Journal:
     running: set[tuple[str, str]] = field(default_factory=set)
     max_running_hosts: int = 0
     connected: set[str] = field(default_factory=set)
+    stdin: dict[tuple[str, str], str | None] = field(default_factory=dict)  # latest per step
 
     def add(self, *entry: str) -> None:
         self.entries.append(entry)
@@ -137,6 +138,7 @@ class FakeSession:
             raise self.script.crash_on_start
         step = command.rsplit("#", 1)[-1].strip() if "#" in command else command
         self.journal.add("start", self.host.name, step)
+        self.journal.stdin[self.host.name, step] = stdin
         planned = self.script.steps.get(step, Behaviour())
         if isinstance(planned, list):
             behaviour = planned.pop(0) if len(planned) > 1 else planned[0]

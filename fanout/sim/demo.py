@@ -97,6 +97,7 @@ class DemoOptions:
     batch: bool = False
     no_color: bool = False
     argv: tuple[str, ...] = ()
+    window: bool = False  # the backup-window scenario (fanout/sim/window.py)
 
 
 def _example_hosts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -161,6 +162,21 @@ def assign(entries: list[dict[str, Any]], failures: int) -> dict[int, Problem]:
     return chosen
 
 
+def pace(sid: str, speed: float) -> float:
+    """Seconds of a database's full backup: the same on every run, 3-6 s at speed 1."""
+    return (3.0 + (zlib.crc32(sid.encode()) % 300) / 100) / speed
+
+
+def rman_config(sid: str, speed: float) -> dict[str, Any]:
+    """The RMAN fake's settings for one database of the demo (its pace per step kind)."""
+    seconds = pace(sid, speed)
+    rman: dict[str, Any] = {"seconds": seconds, "exit_delay": 1.5 / speed}
+    rman["max_seconds"] = 600.0 / min(speed, 1.0)  # longer than any step of the demo
+    for kind, share in STEP_SHARE.items():
+        rman[kind] = {"seconds": seconds * share}
+    return rman
+
+
 def build_inventory(
     fleet: SimFleet,
     files: ClientFiles,
@@ -180,11 +196,7 @@ def build_inventory(
     problems = assign(entries, failures)
     for index, entry in enumerate(entries):
         sid, problem = str(entry["oracle_sid"]), problems.get(index)
-        pace = (3.0 + (zlib.crc32(sid.encode()) % 300) / 100) / speed
-        rman: dict[str, Any] = {"seconds": pace, "exit_delay": 1.5 / speed}
-        rman["max_seconds"] = 600.0 / min(speed, 1.0)  # longer than any step of the demo
-        for kind, share in STEP_SHARE.items():
-            rman[kind] = {"seconds": pace * share}
+        rman = rman_config(sid, speed)
         if problem is not None and problem.step in STEP_SHARE:
             rman[problem.step].update(problem.rman)
         db = fleet.database(sid, rman, mounted=problem is None or problem.mounted)
@@ -249,12 +261,25 @@ def run_demo(options: DemoOptions) -> int:
         )
         for name, problem in problems.items():
             print(f"  {name}: {problem.text}", file=sys.stderr)
+        deadline = None
+        if options.window:
+            import time
+
+            from fanout.sim.window import window_scenario
+
+            deadline, notes = window_scenario(
+                state_dir, document, problems, speed=options.speed, now=time.time()
+            )
+            path.write_text(header + yaml.safe_dump(document, sort_keys=False))
+            for note in notes:
+                print(note, file=sys.stderr)
         run = RunOptions(
             inventory=path,
             batch=options.batch,
             no_color=options.no_color,
             state_dir=state_dir,
             argv=options.argv,
+            deadline=deadline,
         )
         code = run_inventory(run, serve=fleet.serve)
     finally:

@@ -7,7 +7,7 @@ seconds. ``now`` (epoch seconds) gives the elapsed time of a run still running.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -34,6 +34,8 @@ __all__ = [
 _NONE = "-"
 _STATUS_ORDER = ("ok", "failed", "cancelled", "skipped", "not started", "running", "pending")
 _Row = Callable[[str, str, str, str], str]  # name, status, duration, extra -> aligned line
+# (host, step) -> seconds history expected before the run (median of earlier successes)
+Expected = Mapping[tuple[str, str], float | None]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -146,8 +148,11 @@ def history_json(runs: Sequence[RunSummary], *, now: float) -> list[dict[str, ob
 # ---- show -------------------------------------------------------------------------------------
 
 
-def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> str:
-    """One run: a header block, then each host and its steps with status and duration.
+def render_show(
+    detail: RunDetail, *, now: float, tz: tzinfo | None = None, expected: Expected | None = None
+) -> str:
+    """One run: a header block, then each host and its steps with status and duration (and
+    what history expected of them before the run, where it had any).
 
     Under a step: its cause and log path. Under a host: its cause, unless a step shows it.
     """
@@ -186,16 +191,28 @@ def render_show(detail: RunDetail, *, now: float, tz: tzinfo | None = None) -> s
     lines += ["", row("HOST / STEP", "STATUS", "DURATION")]
     for host in detail.hosts:
         span = _span(host.started_at, host.ended_at, live, now)
-        lines.append(row(host.name, host.status, format_duration(span)))
+        usual = _host_expected(host, expected)
+        note = f"expected {format_duration(usual)}" if usual is not None else ""
+        lines.append(row(host.name, host.status, format_duration(span), note))
         if host.cause and all(s.cause != host.cause for s in host.steps):
             lines.append(f"      {host.cause}")
         for step in host.steps:
-            lines.extend(_step_lines(step, live, now, row))
+            step_usual = (expected or {}).get((host.name, step.step))
+            lines.extend(_step_lines(step, live, now, row, step_usual))
     return "\n".join(map(make_visible, lines)) + "\n"
 
 
-def _step_lines(step: StepRecord, live: bool, now: float, row: _Row) -> list[str]:
+def _host_expected(host: HostRecord, expected: Expected | None) -> float | None:
+    known = [e for s in host.steps if (e := (expected or {}).get((host.name, s.step))) is not None]
+    return sum(known) if known else None
+
+
+def _step_lines(
+    step: StepRecord, live: bool, now: float, row: _Row, usual: float | None = None
+) -> list[str]:
     notes = []
+    if usual is not None:
+        notes.append(f"expected {format_duration(usual)}")
     if step.attempt > 1:
         notes.append(f"attempt {step.attempt}")
     if step.exit_status not in (None, 0):
@@ -211,19 +228,21 @@ def _step_lines(step: StepRecord, live: bool, now: float, row: _Row) -> list[str
     return lines
 
 
-def show_json(detail: RunDetail, *, now: float) -> dict[str, object]:
+def show_json(
+    detail: RunDetail, *, now: float, expected: Expected | None = None
+) -> dict[str, object]:
     """``show --json``: the run, then its hosts in dispatch order with their steps."""
     live = _live(detail.run)
     return {
         "run": run_json(detail.run, now=now),
-        "hosts": [_host_json(h, live, now) for h in detail.hosts],
+        "hosts": [_host_json(h, live, now, expected or {}) for h in detail.hosts],
         "may_still_be_running": [
             {"host": o.host, "pgid": o.pgid, "cause": o.cause} for o in detail.orphans
         ],
     }
 
 
-def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
+def _host_json(host: HostRecord, live: bool, now: float, expected: Expected) -> dict[str, object]:
     return {
         "name": host.name,
         "priority": host.priority,
@@ -234,6 +253,7 @@ def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
         "started_at": _iso(host.started_at),
         "ended_at": _iso(host.ended_at),
         "duration_seconds": _seconds(_span(host.started_at, host.ended_at, live, now)),
+        "expected_seconds": _seconds(_host_expected(host, expected)),
         "steps": [
             {
                 "step": s.step,
@@ -242,6 +262,7 @@ def _host_json(host: HostRecord, live: bool, now: float) -> dict[str, object]:
                 "started_at": _iso(s.started_at),
                 "ended_at": _iso(s.ended_at),
                 "duration_seconds": _seconds(_span(s.started_at, s.ended_at, live, now)),
+                "expected_seconds": _seconds(expected.get((host.name, s.step))),
                 "exit_status": s.exit_status,
                 "cause": s.cause,
                 "log_path": s.log_path,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, assert_never
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from fanout.scheduler import overrun, progress, progress_bar
 from fanout.state import (
     CellStatus,
     HostPhase,
@@ -172,7 +174,9 @@ def _header(state: RunState, now: float, spin: str, width: int, sym: Symbols) ->
     title = _line(
         sym,
         (f"fanout run {state.run_id}", "bold"),
-        (f" · {format_elapsed(elapsed)} · {state.inventory}", ""),
+        (f" · {format_elapsed(elapsed)}", ""),
+        *_eta_parts(state, now),
+        (f" · {state.inventory}", ""),
     )
     counts = state.host_counts()
     parts = [
@@ -191,6 +195,31 @@ def _header(state: RunState, now: float, spin: str, width: int, sym: Symbols) ->
         gap = " "
     spaced = [(f"{gap}{text}" if i else text, style) for i, (text, style) in enumerate(words)]
     return [title, _line(sym, *spaced)]
+
+
+def _eta_parts(state: RunState, now: float) -> list[tuple[str, str]]:
+    """`` · steps 12/30 · expected end 05:40 (in 38m) · window ends 06:00`` for the title."""
+    done, total = state.step_totals()
+    parts: list[tuple[str, str]] = [(f" · steps {done}/{total}", "")] if total else []
+    end = state.expected_end(now) if state.finished is None else None
+    late = False
+    if end is not None and state.started_at is not None and state.started_mono is not None:
+        end_wall = state.started_at + (end - state.started_mono)
+        late = state.deadline is not None and end_wall > state.deadline
+        parts.append(
+            (
+                f" · expected end {clock_time(end_wall)} (in {format_elapsed(end - now)})",
+                "bold red" if late else "",
+            )
+        )
+    if state.deadline_label:
+        parts.append((f" · window ends {state.deadline_label}", "bold red" if late else ""))
+    return parts
+
+
+def clock_time(at: float) -> str:
+    """Epoch seconds as the local time of day, ``05:40``."""
+    return datetime.fromtimestamp(at).astimezone().strftime("%H:%M")
 
 
 def _footer(state: RunState, prompt: Prompt, width: int, sym: Symbols) -> list[Text]:
@@ -330,7 +359,7 @@ def _table(
     """
     steps = _step_names(state.rows.values())
     cancelling = prompt.cancelling or state.cancel is not None
-    lasts = [_last_line(row, cancelling, prompt.stopping) for row in rows]
+    lasts = [_last_line(row, cancelling, prompt.stopping, now) for row in rows]
     cell_rows = [
         [
             _step_cell(cell, now, spin, sym) if (cell := row.steps.get(step)) else ("", "")
@@ -440,7 +469,12 @@ def _step_cell(cell: StepCell, now: float, spin: str, sym: Symbols) -> Cell:
         case CellStatus.QUEUED:
             text = f"{sym.queued} queued"
         case CellStatus.RUNNING:
-            text = f"{spin} {time_text}"
+            if cell.expected is not None and elapsed is not None:
+                text = f"{spin} {time_text}/{format_elapsed(cell.expected)}"
+                if overrun(elapsed, cell.expected):
+                    return f"! {time_text}/{format_elapsed(cell.expected)}", "bold yellow"
+            else:
+                text = f"{spin} {time_text}"
         case CellStatus.RETRYING:
             text = f"{sym.retrying} retry {cell.attempt + 1}"
         case CellStatus.OK:
@@ -460,7 +494,24 @@ def _step_cell(cell: StepCell, now: float, spin: str, sym: Symbols) -> Cell:
     return text, STYLES[cell.status]
 
 
-def _last_line(row: HostRow, cancelling: bool, stopping: frozenset[str]) -> tuple[str, str]:
+def _running_last(row: HostRow, now: float) -> str:
+    """A running host's last column: a progress bar from history, or an overrun warning,
+    then the latest progress line."""
+    cell = row.steps.get(row.current_step) if row.current_step else None
+    text = row.progress or ""
+    if cell is None or cell.expected is None:
+        return text
+    elapsed = cell.elapsed(now) or 0.0
+    if overrun(elapsed, cell.expected):
+        times = elapsed / cell.expected
+        return f"{times:.1f}x its usual {format_elapsed(cell.expected)} · {text}".rstrip(" ·")
+    fraction = progress(elapsed, cell.expected) or 0.0
+    return f"{progress_bar(fraction, 8)} {fraction:4.0%} {text}".rstrip()
+
+
+def _last_line(
+    row: HostRow, cancelling: bool, stopping: frozenset[str], now: float = 0.0
+) -> tuple[str, str]:
     """The last column: progress, the cause of a failure, or what the host is doing."""
     match row.status:
         case HostPhase.QUEUED:
@@ -474,7 +525,7 @@ def _last_line(row: HostRow, cancelling: bool, stopping: frozenset[str]) -> tupl
                         "yellow"
                     )
                 return "connecting…", "cyan"
-            return row.progress or "", ""
+            return _running_last(row, now), ""
         case HostPhase.FAILED:
             cause = row.cause or next(
                 (c.cause for c in row.steps.values() if c.status is CellStatus.FAILED and c.cause),
@@ -484,7 +535,7 @@ def _last_line(row: HostRow, cancelling: bool, stopping: frozenset[str]) -> tupl
         case HostPhase.CANCELLED:
             return "cancelled", "yellow"
         case HostPhase.NOT_STARTED:
-            return "not started", "dim"
+            return (f"not started: {row.cause}" if row.cause else "not started"), "dim"
         case HostPhase.OK:
             return row.progress or "", "dim"
         case _:

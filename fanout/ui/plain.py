@@ -128,6 +128,8 @@ class PlainSink:
     @staticmethod
     def _host_finished(event: HostFinished) -> tuple[str, bool]:
         if event.status is HostStatus.NOT_STARTED:
+            if event.cause:  # the window refused it: a failure for the exit code, so shown
+                return f"{event.host} NOT STARTED: {event.cause}", True
             return f"{event.host} not started", False
         text = f"{event.host} finished {_status_word(event.status)} in"
         text = _with_cause(f"{text} {format_elapsed(event.duration)}", event.cause)

@@ -120,6 +120,7 @@ class Problem:
     duration: float | None
     attempt: int
     log_path: Path | None
+    expected: float | None = None  # what history expected of it (scheduler.py)
 
 
 def problems(state: RunState, log_dir: Path | None) -> list[Problem]:
@@ -139,7 +140,14 @@ def problems(state: RunState, log_dir: Path | None) -> list[Problem]:
             log = None if log_dir is None else step_log_in(log_dir, row.name, cell.name)
             found.append(
                 Problem(
-                    cell.status.value, row.name, cell.name, cause, cell.duration, cell.attempt, log
+                    cell.status.value,
+                    row.name,
+                    cell.name,
+                    cause,
+                    cell.duration,
+                    cell.attempt,
+                    log,
+                    cell.expected,
                 )
             )
         own_cause = row.cause and all(c.cause != row.cause for c in row.steps.values())
@@ -170,6 +178,8 @@ def problem_lines(problem: Problem, width: int = WIDTH) -> list[str]:
         notes.append(f"attempt {problem.attempt}")
     if problem.duration is not None:
         notes.append(format_elapsed(problem.duration))
+        if problem.expected is not None:
+            notes.append(f"usually {format_elapsed(problem.expected)}")
     if notes:
         what += f" ({', '.join(notes)})"
     if problem.cause:
@@ -192,7 +202,13 @@ def render_summary_text(state: RunState, *, log_dir: Path, exit_code: int) -> st
     lines: list[str] = []
     for problem in problems(state, log_dir):
         lines.extend(problem_lines(problem))
-    not_started = [row.name for row in state.hosts_with(HostPhase.NOT_STARTED)]
+    not_started = []
+    for row in state.hosts_with(HostPhase.NOT_STARTED):
+        if row.cause:  # refused for a reason of its own (the backup window)
+            text = f"not started {row.name}: {row.cause}"
+            lines.extend(_wrap(text, WIDTH, hanging=" " * KIND_WIDTH))
+        else:
+            not_started.append(row.name)
     if not_started:
         label = f"Not started ({len(not_started)}): "
         names = _name_list(not_started, NOT_STARTED_NAMES)
@@ -233,8 +249,10 @@ def render_summary_rich(state: RunState, *, log_dir: Path, exit_code: int) -> Re
     from rich.text import Text
 
     found = problems(state, log_dir)
-    not_started = [row.name for row in state.hosts_with(HostPhase.NOT_STARTED)]
+    waiting = state.hosts_with(HostPhase.NOT_STARTED)
+    not_started = [row.name for row in waiting if not row.cause]
     caption_lines = list(orphan_lines(state))
+    caption_lines += [f"not started: {row.name}: {row.cause}" for row in waiting if row.cause]
     if not_started:
         names = _name_list(not_started, NOT_STARTED_NAMES)
         caption_lines.append(f"not started ({len(not_started)}): {names}")

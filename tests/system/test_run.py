@@ -40,7 +40,10 @@ PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
 # docs/json-events.md: every field of every event, in order.
 EVENT_FIELDS = {
-    "run_started": ["event", "run_id", "inventory", "hosts", "max_parallel", "at", "meta"],
+    "run_started": [
+        *("event", "run_id", "inventory", "hosts", "max_parallel", "at", "meta"),
+        *("groups", "deadline", "deadline_label"),
+    ],
     "host_started": ["event", "run_id", "host", "at"],
     "connect_failed": ["event", "run_id", "host", "attempt", "cause", "will_retry", "at"],
     "host_connected": ["event", "run_id", "host", "attempt", "at"],
@@ -463,6 +466,8 @@ def test_json_prints_one_documented_object_per_line(
         "steps": list(STEPS),
         "database": "ERP@127.0.0.1",
         "levels": [None, None, None],
+        "groups": [],
+        "expected": [None, None, None],
     }
     statuses = {e["host"]: e["status"] for e in events if e["event"] == "host_finished"}
     assert statuses == {"erp": "ok", "crm": "failed", "down": "failed"}

@@ -33,11 +33,11 @@ ORATAB = "ORACLE_HOME: resolved on the host from /etc/oratab or /var/opt/oracle/
 NIGHTLY = f"""\
 Plan for {EXAMPLE}: 4 of 4 hosts, max_parallel 4, cancel_grace 2m
 
-#  PRI  HOST      SID   SSH                             VIA  STEPS
-1    1  erp-rac1  ERP1  oracle@erp-rac1.example.com:22  -    backup L0, archivelog, obsolete, controlfile
-2    1  erp-rac2  ERP2  oracle@erp-rac2.example.com:22  -    backup L0, archivelog, obsolete, controlfile
-3    2  crm-prod  CRM   oracle@crm-prod.example.com:22  -    backup L0, archivelog, obsolete, controlfile
-4    3  hr-test   HRT   oracle@hr-test.example.com:22   -    backup L0, archivelog, obsolete
+#  PRI  HOST      SID   SSH                             VIA  STEPS                                         EXPECTED  ORDER
+1    1  erp-rac1  ERP1  oracle@erp-rac1.example.com:22  -    backup L0, archivelog, obsolete, controlfile  -         priority 1; no history: file order
+2    1  erp-rac2  ERP2  oracle@erp-rac2.example.com:22  -    backup L0, archivelog, obsolete, controlfile  -         priority 1; no history: file order
+3    2  crm-prod  CRM   oracle@crm-prod.example.com:22  -    backup L0, archivelog, obsolete, controlfile  -         priority 2; no history: file order
+4    3  hr-test   HRT   oracle@hr-test.example.com:22   -    backup L0, archivelog, obsolete               -         priority 3; no history: file order
 
 Host keys (every hop): {{known_hosts}}
 
@@ -96,7 +96,7 @@ def test_plan_of_hourly_archivelogs(tmp_path: Path) -> None:
     """--steps archivelog: only that step on every host, conditions and catalog still shown."""
     text = plan("--state-dir", str(tmp_path), "--steps", "archivelog")
     rows = [line.split() for line in text.splitlines() if line[:1].isdigit()]
-    assert [row[-1] for row in rows] == ["archivelog"] * 4
+    assert [row[rows[0].index("-") + 1] for row in rows] == ["archivelog"] * 4  # STEPS after VIA
     assert "backup" not in text
     assert text.count(SERVICE) == 2
 
@@ -126,7 +126,7 @@ def test_steps_option_forms_and_errors(tmp_path: Path) -> None:
     """--steps takes comma lists and repeats; an unknown step exits 2 with one line."""
     text = plan("--state-dir", str(tmp_path), "--steps", "obsolete,archivelog", "-s", "backup")
     rows = [line for line in text.splitlines() if line[:1].isdigit()]
-    assert rows[3].endswith("hr-test.example.com:22   -    backup L0, archivelog, obsolete")
+    assert "hr-test.example.com:22   -    backup L0, archivelog, obsolete " in rows[3]
     bad = runner.invoke(app, ["plan", str(EXAMPLE), "--steps", "archivelogs"])
     assert bad.exit_code == 2
     assert bad.output == (

@@ -614,3 +614,85 @@ def test_select_tags_match_any() -> None:
 def test_select_limit_and_tags_are_anded() -> None:
     """limit and tags narrow each other."""
     assert _names(select_hosts(_fleet(), ["*-prod"], ["erp"])) == ["erp-prod"]
+
+
+# --- capacity groups and the backup window -------------------------------------------
+
+
+def test_groups_window_and_duration_load() -> None:
+    """`groups:` with max_parallel, `group:` as one name or a list, window_end with or without
+    a zone, hard_deadline, and an RMAN step opting in to DURATION."""
+    text = (
+        "settings: {window_end: '06:00 Europe/Paris', hard_deadline: true}\n"
+        "groups:\n  nfs1: {max_parallel: 2}\n  vmhost: {max_parallel: 1}\n"
+        "steps:\n  full: {window_duration: true}\n"
+        + _host("group: nfs1")
+        + "  - {name: b, address: b, priority: 1, oracle_sid: B, oracle_home: /oh,"
+        " group: [nfs1, vmhost]}\n"
+    )
+    inventory = _load_inventory(text)
+    assert {g.name: g.max_parallel for g in inventory.groups.values()} == {"nfs1": 2, "vmhost": 1}
+    assert [h.groups for h in inventory.hosts] == [("nfs1",), ("nfs1", "vmhost")]
+    window = inventory.settings.window_end
+    assert window is not None
+    assert (window.hour, window.minute, window.zone, window.label) == (
+        6,
+        0,
+        "Europe/Paris",
+        "06:00 Europe/Paris",
+    )
+    assert inventory.settings.hard_deadline is True
+    assert inventory.steps["full"].window_duration is True
+    assert inventory.steps["archivelog"].window_duration is False
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "groups: {nfs1: {max_parallel: 2}}\n" + _host("group: nfs2"),
+            "nightly.yaml:8: hosts[0].group: unknown group 'nfs2' (did you mean 'nfs1'?)",
+        ),
+        (
+            _host("group: nfs"),
+            "nightly.yaml:7: hosts[0].group: unknown group 'nfs' (define it under 'groups:')",
+        ),
+        (
+            "groups: {nfs1: {max_parallel: 0}}\n" + _host(),
+            "nightly.yaml:1: groups.nfs1.max_parallel: expected a positive integer, got '0'",
+        ),
+        (
+            "groups: {nfs1: {}}\n" + _host(),
+            "nightly.yaml:1: groups.nfs1: missing required key 'max_parallel'",
+        ),
+        (
+            "settings: {window_end: '25:00'}\n" + _host(),
+            "nightly.yaml:1: settings.window_end: expected a time of day like 06:00 or"
+            " '06:00 Europe/Paris', got '25:00'",
+        ),
+        (
+            "settings: {window_end: '06:00 Mars/Olympus'}\n" + _host(),
+            "nightly.yaml:1: settings.window_end: unknown time zone 'Mars/Olympus'"
+            " (expected an IANA name like Europe/Paris or UTC)",
+        ),
+        (
+            "settings: {hard_deadline: 'yes please'}\n" + _host(),
+            "nightly.yaml:1: settings.hard_deadline: expected true or false,"
+            " got the string 'yes please'",
+        ),
+        (
+            "steps:\n  full:\n    rman: |\n      BACKUP DATABASE PLUS ARCHIVELOG;\n"
+            "    window_duration: true\n" + _host(),
+            "nightly.yaml:5: steps.full.window_duration: RMAN cannot combine DURATION with"
+            " PLUS ARCHIVELOG (line 1 of the script); back up the archive logs in a step"
+            " of their own",
+        ),
+        (
+            "steps:\n  check: {shell: 'true', window_duration: true}\n" + _host(),
+            "nightly.yaml:2: steps.check.window_duration: only an RMAN step can take DURATION",
+        ),
+    ],
+)
+def test_group_and_window_errors_name_file_line_and_key(text: str, expected: str) -> None:
+    """Bad groups, window and DURATION settings are one line with file, line and key path."""
+    assert _error(text) == expected

@@ -149,7 +149,7 @@ def test_header_shows_run_id_inventory_elapsed_and_counts() -> None:
     """The two header lines: run id, elapsed, inventory; then one count per host state."""
     clock = FakeClock()
     lines = text_of(five_hosts(clock), clock.now).splitlines()
-    assert lines[0] == "fanout run 20261123T171435Z-3f9a · 12s · nightly.yaml"
+    assert lines[0] == "fanout run 20261123T171435Z-3f9a · 12s · steps 10/15 · nightly.yaml"
     spin = spinner_at(clock.now)
     assert lines[1] == (f"{spin} 1 running  · 1 queued  ✓ 1 succeeded  ✗ 1 failed  ⊘ 1 cancelled")
 

@@ -253,6 +253,8 @@ def test_json_values_use_enum_strings_and_numbers() -> None:
         "steps": ["full"],
         "database": "",
         "levels": [],
+        "groups": [],
+        "expected": [],
     }
     assert records[-1] == {
         "event": "run_finished",

@@ -695,6 +695,7 @@ def test_json_shapes() -> None:
             "started_at": "2025-08-20T01:31:10+00:00",
             "ended_at": "2025-08-20T01:34:10+00:00",
             "duration_seconds": 180.0,
+            "expected_seconds": None,
             "exit_status": 1,
             "cause": "ORA-19809: limit",
             "log_path": "/logs/db03.log",
