@@ -19,7 +19,18 @@ from typing import Any, NoReturn
 import yaml
 
 from fanout.errors import InventoryError
-from fanout.model import Host, Inventory, OnFailure, Settings, StepDef, StepKind, parse_duration
+from fanout.model import (
+    DEFAULT_STEPS,
+    Host,
+    Inventory,
+    Notify,
+    NotifyOn,
+    OnFailure,
+    Settings,
+    StepDef,
+    StepKind,
+    parse_duration,
+)
 from fanout.steps import BUILTIN_STEPS
 
 # --- loading ------------------------------------------------------------------------
@@ -274,6 +285,68 @@ class _Reader:
                 self.fail(item, item_path, f"unknown step {name!r}{hint}")
         return tuple(name for name, _, _ in found)
 
+    # -- monitoring (issue 14) --
+
+    def max_age(self, node: yaml.Node, path: str) -> dict[str, float]:
+        """``{step: duration}``: freshness thresholds by step name ("kind")."""
+        found: dict[str, float] = {}
+        for key, value in self.pairs(node, path):
+            if key.value not in self.steps:
+                hint = _hint(key.value, self.steps) or f" (known: {', '.join(sorted(self.steps))})"
+                self.fail(key, f"{path}.{key.value}", f"unknown step {key.value!r}{hint}")
+            found[key.value] = self.timeout(value, f"{path}.{key.value}")
+        return found
+
+    def resolve_max_age(
+        self, steps: Sequence[str], own: Mapping[str, float], defaults: Mapping[str, float]
+    ) -> tuple[tuple[str, float], ...]:
+        """Per step of the host: own > steps.<name>.max_age > defaults (``model.max_age_of``
+        adds the built-in DEFAULT_MAX_AGE)."""
+        resolved = []
+        for name in steps:
+            step = self.steps.get(name)
+            for source in (own.get(name), step and step.max_age, defaults.get(name)):
+                if source:
+                    resolved.append((name, float(source)))
+                    break
+        return tuple(resolved)
+
+    def fraction(self, node: yaml.Node, path: str) -> float:
+        expected = "a number above 0 and at most 1 (e.g. 0.8)"
+        value = self.text(node, path, expected)
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 1:
+            self.fail(node, path, f"expected {expected}, got {value!r}")
+        return number
+
+    def notify(self, node: yaml.Node, path: str) -> Notify:
+        """A list (the command) or a mapping with command, on and timeout."""
+        if isinstance(node, yaml.SequenceNode):
+            return Notify(self.argv(node, path))
+        fields = self.fields(node, path, ("command", "on", "timeout"), required=("command",))
+        notify = Notify(self.argv(fields["command"], f"{path}.command"))
+        if "on" in fields:
+            choices = [choice.value for choice in NotifyOn]
+            value = self.text(fields["on"], f"{path}.on")
+            if value not in choices:
+                expected = f"expected {', '.join(choices)}, got {value!r}"
+                self.fail(fields["on"], f"{path}.on", expected)
+            notify = replace(notify, on=NotifyOn(value))
+        if "timeout" in fields:
+            notify = replace(notify, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        return notify
+
+    def argv(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        expected = "a command as a list of strings, e.g. [mail, -s, subject, dba@example.com]"
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.fail(node, path, f"expected {expected}, got {_describe(node)}")
+        return tuple(
+            self.text(item, f"{path}[{index}]", "a string") for index, item in enumerate(node.value)
+        )
+
     # -- sections --
 
     def read(self, root: yaml.Node) -> tuple[Settings, list[Host]]:
@@ -304,7 +377,7 @@ class _Reader:
             self.fail(key, path, f"expected a step name of {_NAME_RULE}")
         builtin = self.builtins.get(name)
         kinds = (builtin.kind.value,) if builtin else ("rman", "shell")
-        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout"))
+        fields = self.fields(node, path, (*kinds, "on_failure", "retries", "timeout", "max_age"))
         given = [kind for kind in kinds if kind in fields]
         if builtin is None and len(given) != 1:
             self.fail(node, path, "a custom step takes exactly one of 'rman' or 'shell'")
@@ -325,6 +398,8 @@ class _Reader:
             step = replace(step, retries=self.count(fields["retries"], f"{path}.retries"))
         if "timeout" in fields:
             step = replace(step, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        if "max_age" in fields:
+            step = replace(step, max_age=self.timeout(fields["max_age"], f"{path}.max_age"))
         return step
 
     def host(self, node: yaml.Node, index: int, defaults: Mapping[str, Any]) -> Host:
@@ -332,6 +407,10 @@ class _Reader:
         fields = self.fields(node, path, _HOST_KEYS, required=_HOST_REQUIRED)
         own = {key: value for key, value in fields.items() if key in _INHERITED}
         values = {**defaults, **self.parsed(own, path, _INHERITED)}
+        own_max_age = values.pop("max_age", {}) if "max_age" in own else {}
+        values["max_age"] = self.resolve_max_age(
+            values.get("steps", DEFAULT_STEPS), own_max_age, defaults.get("max_age", {})
+        )
         if "oracle_home" not in values:
             self.fail(node, path, "missing required key 'oracle_home' (set it here or in defaults)")
 
@@ -369,6 +448,10 @@ _SETTINGS: _Parsers = {
     "cancel_grace": _Reader.grace,
     "state_dir": _Reader.local_path,
     "max_connecting": _Reader.positive,
+    # monitoring (issue 14)
+    "max_age_warn": _Reader.fraction,
+    "metrics_file": _Reader.local_path,
+    "notify": _Reader.notify,
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {
@@ -385,6 +468,7 @@ _INHERITED: _Parsers = {
     "connect_timeout": _Reader.timeout,
     "steps": _Reader.step_names,
     "tags": _Reader.tags,
+    "max_age": _Reader.max_age,  # merged key by key: host over defaults (see resolve_max_age)
 }
 _HOST_REQUIRED = ("name", "address", "priority", "oracle_sid")
 _HOST_KEYS = (*_HOST_REQUIRED, *_INHERITED)

@@ -17,6 +17,16 @@ from pathlib import Path
 
 DEFAULT_STEPS: tuple[str, ...] = ("full", "archivelog", "controlfile")
 
+# --- freshness policy (issue 14) ---
+# How old the last successful backup of each kind may get before `fanout check` says CRITICAL.
+# Keys are step names ("kinds"): plain strings, so a level policy can add "backup/level0" etc.
+DEFAULT_MAX_AGE: dict[str, float] = {
+    "full": 8 * 86400.0,
+    "archivelog": 26 * 3600.0,
+    "controlfile": 26 * 3600.0,
+}
+DEFAULT_MAX_AGE_WARN = 0.8  # WARNING once the age passes this fraction of max_age
+
 
 class StepKind(StrEnum):
     RMAN = "rman"  # an RMAN script fed to `rman target /` on stdin
@@ -40,6 +50,22 @@ class StepDef:
     on_failure: OnFailure = OnFailure.CONTINUE
     retries: int | None = None  # None: the host's `retries`
     timeout: float | None = None  # seconds; None: the host's `step_timeout`
+    max_age: float | None = None  # seconds; freshness threshold for every host running it
+
+
+class NotifyOn(StrEnum):
+    FAILURE = "failure"  # exit code other than 0 (cancelled runs included)
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """``settings.notify``: a command run after each run, the run's summary JSON on stdin."""
+
+    command: tuple[str, ...]  # argv, run without a shell
+    on: NotifyOn = NotifyOn.FAILURE
+    timeout: float = 60.0  # seconds, then its process group is killed
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +74,10 @@ class Settings:
     cancel_grace: float = 60.0  # seconds rman gets to abort after SIGINT before SIGTERM
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/fanout or ~/.local/state/fanout
     max_connecting: int = 128  # SSH handshakes in flight at once (they cost CPU on both ends)
+    # -- monitoring (issue 14) --
+    max_age_warn: float = DEFAULT_MAX_AGE_WARN  # fraction of max_age: past it, check warns
+    metrics_file: Path | None = None  # Prometheus textfile, rewritten after every run and check
+    notify: Notify | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +100,10 @@ class Host:
     connect_retries: int = 2  # extra attempts for transient connection failures
     connect_timeout: float = 30.0
     index: int = 0  # position in the file: breaks priority ties
+    # (step, seconds): the freshness thresholds the inventory sets for this host's steps,
+    # resolved by the loader: host's max_age > steps.<name>.max_age > defaults' max_age.
+    # Read them through max_age_of(host), which adds DEFAULT_MAX_AGE.
+    max_age: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +115,18 @@ class Inventory:
     # inventory's overrides applied, plus the inventory's custom steps.
     steps: Mapping[str, StepDef] = field(default_factory=dict)
     sha256: str = ""  # of the file's bytes, for the run store
+
+
+def max_age_of(host: Host) -> tuple[tuple[str, float], ...]:
+    """(step, seconds) for each of the host's steps that has a freshness threshold: the
+    inventory's (``host.max_age``), else ``DEFAULT_MAX_AGE``; steps with neither are not judged."""
+    own = dict(host.max_age)
+    found = []
+    for step in host.steps:
+        limit = own.get(step, DEFAULT_MAX_AGE.get(step))
+        if limit is not None:
+            found.append((step, limit))
+    return tuple(found)
 
 
 # --- durations and selection --------------------------------------------------

@@ -88,7 +88,11 @@ def run_inventory(
                 _note(f"nothing to resume in run {resume.run_id} for the selected hosts")
                 return 0
         run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
-        return asyncio.run(run if serve is None else _served(serve, run))
+        exit_code = asyncio.run(run if serve is None else _served(serve, run))
+        from fanout.monitor import after_run
+
+        after_run(inventory, state_dir, exit_code, _warn)  # metrics file, notify (issue 14)
+        return exit_code
 
 
 async def _served(

@@ -52,6 +52,7 @@ from fanout.events import (
     StepOutput,
     StepStarted,
 )
+from fanout.freshness import Attempt, BackupRecord
 from fanout.lock import canonical_inventory_path
 
 __all__ = [
@@ -492,6 +493,33 @@ class Store:
             if todo:
                 plan[host.name] = todo
         return plan
+
+    def last_backups(self) -> dict[tuple[str, str, str], BackupRecord]:
+        """Per database and step, across every run of every inventory: the last success and
+        the last finished attempt (ok, failed or cancelled), keyed by ``(lower(address), sid,
+        step)`` (``freshness.database_key``). For ``fanout check`` and the metrics file.
+
+        One pass over the steps table per query (SQLite takes the other columns of a ``MAX()``
+        aggregate from the row holding the maximum).
+        """
+        found: dict[tuple[str, str, str], list[Attempt | None]] = {}
+        for slot, statuses in enumerate((("ok",), ("ok", "failed", "cancelled"))):
+            marks = ", ".join("?" * len(statuses))
+            rows = self._db.execute(
+                f"""SELECT lower(h.address), h.oracle_sid, s.step, s.run_id, s.status,
+                           s.started_at, MAX(s.ended_at), s.cause
+                    FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
+                    WHERE s.status IN ({marks}) AND s.ended_at IS NOT NULL
+                    GROUP BY lower(h.address), h.oracle_sid, s.step""",
+                statuses,
+            )
+            for address, sid, step, run_id, status, started, ended, cause in rows:
+                pair = found.setdefault((address, sid, step), [None, None])
+                pair[slot] = Attempt(run_id, status, started, ended, cause)
+        return {
+            key: BackupRecord(*key, last_success=success, last_attempt=last)
+            for key, (success, last) in found.items()
+        }
 
     def _summary(self, row: _RunRow) -> RunSummary:
         run_id, inventory, sha, argv, started, ended, outcome, exit_code, resumed, pid, host = row
