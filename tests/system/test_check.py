@@ -94,7 +94,7 @@ def test_one_stale_database_turns_the_nagios_check_critical(
     )
 
     with MetricsReader(metrics) as reader:
-        for _ in range(3):
+        for _ in range(2):
             run = run_fanout(tmp_path / "home", "run", inventory, "--batch")
             assert run.returncode == 0, run.stdout + run.stderr
 

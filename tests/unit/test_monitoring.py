@@ -380,3 +380,15 @@ def test_preflight_output_that_never_came_is_a_shell_failure() -> None:
     assert checks[0].status is CheckStatus.FAILED
     assert checks[0].cause == "login shell: /home/oracle/.profile: line 3: oops"
     assert {c.status for c in checks[1:]} == {CheckStatus.SKIPPED}
+
+
+def test_pure_monitoring_modules_import_no_io_libraries() -> None:
+    """freshness, nagios and preflight import none of asyncssh, rich, sqlite3, typer."""
+    code = (
+        "import sys, fanout.freshness, fanout.nagios, fanout.preflight\n"
+        "print(sorted(m for m in ('asyncssh', 'rich', 'sqlite3', 'typer') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
