@@ -49,6 +49,7 @@ __all__ = [
 
 JSON_VERSION = 1
 _NAMES_ON_FIRST_LINE = 10
+_CAUSE_CHARS = 80
 
 
 class Reason(StrEnum):
@@ -113,6 +114,8 @@ class Freshness:
                 return f"{self.step} never"
             case Reason.FAILED:
                 cause = self.last_attempt.cause if self.last_attempt else None
+                if cause and len(cause) > _CAUSE_CHARS:
+                    cause = cause[: _CAUSE_CHARS - 1] + "…"
                 return f"{self.step} failed{f': {cause}' if cause else ''} (last ok {age} ago)"
             case Reason.STALE:
                 return f"{self.step} {age} > {limit}"

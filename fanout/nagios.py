@@ -76,6 +76,11 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}".rstrip("0")
 
 
+# Nagios Core keeps this many bytes of a plugin's output (MAX_PLUGIN_OUTPUT_LENGTH in
+# include/nagios.h, 3.x and 4.x) and silently cuts the rest, possibly mid-datum.
+MAX_OUTPUT = 8192
+
+
 def plugin_output(
     code: NagiosCode,
     text: str,
@@ -84,11 +89,14 @@ def plugin_output(
     detail_perfdata: Sequence[Perfdata] = (),
     *,
     name: str = "fanout",
+    limit: int = MAX_OUTPUT,
 ) -> str:
     """The whole plugin output, ending with a newline: ``name STATE - text | perf`` then details.
 
     ``text`` and ``details`` lose any '|' (it would start performance data) and newlines.
     ``detail_perfdata`` follows the last detail line after a '|', one datum per line.
+    Within ``limit`` bytes: the first line always; then as many detail lines as fit (give the
+    important ones first) and a line counting those left out; then whole perfdata only.
     """
 
     def clean(line: str) -> str:
@@ -97,10 +105,27 @@ def plugin_output(
     first = f"{name} {code.name} - {clean(text)}"
     if perfdata:
         first += " | " + " ".join(str(p) for p in perfdata)
-    lines = [first, *(clean(line) for line in details)]
-    if detail_perfdata:
+    lines = [first]
+    used = len(first.encode()) + 1
+    reserve = 80  # room for the "... left out" line
+    cleaned = [clean(line) for line in details]
+    for index, line in enumerate(cleaned):
+        cost = len(line.encode()) + 1
+        if used + cost + (reserve if index + 1 < len(cleaned) else 0) > limit:
+            lines.append(f"... {len(cleaned) - index} more lines left out (see --json)")
+            used += len(lines[-1].encode()) + 1
+            break
+        lines.append(line)
+        used += cost
+    data = [str(p) for p in detail_perfdata]
+    if data and used + len(data[0]) + 4 <= limit:
         if len(lines) == 1:
             lines.append("")  # long text may be empty; the '|' must not join the first line's
-        lines[-1] += " | " + str(detail_perfdata[0])
-        lines.extend(str(p) for p in detail_perfdata[1:])
+        lines[-1] += " | " + data[0]
+        used += len(data[0]) + 3
+        for datum in data[1:]:
+            if used + len(datum.encode()) + 1 > limit:
+                break
+            lines.append(datum)
+            used += len(datum.encode()) + 1
     return "\n".join(lines) + "\n"

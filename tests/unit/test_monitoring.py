@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fanout.errors import InventoryError
-from fanout.freshness import Attempt, BackupRecord
+from fanout.freshness import Attempt, BackupRecord, evaluate
 from fanout.inventory import load_inventory
 from fanout.metrics import LastRun, render_metrics, write_textfile
 from fanout.model import Host, Notify, NotifyOn
@@ -128,6 +129,24 @@ def test_perfdata_and_output_follow_the_plugin_rules() -> None:
         ("y/full", 12.0, "s", "10", "20"),
     ]
     assert out.splitlines()[0] == "fanout WARNING - a / b | ok=3;;;0;4 'odd label'=1.5s;2;3;;"
+
+
+def test_nagios_output_of_a_large_fleet_fits_the_plugin_limit() -> None:
+    """600 databases: at most 8192 bytes (Nagios cuts the rest), problems listed first, a line
+    counting what was left out, and only whole perfdata."""
+    now = 1_800_000_000.0
+    hosts = _hosts(600)
+    records = _records(hosts, now)
+    report = evaluate("/inv.yaml", hosts, records, now=now, warn_fraction=0.8)
+    out = report.nagios()
+    assert len(out.encode()) <= 8192
+    plugin = parse_plugin_output(out)
+    assert plugin.state == "CRITICAL"
+    assert plugin.text.endswith(" and 590 more")
+    assert plugin.long_text[0].startswith("CRITICAL: db000 (S000) full never")
+    assert re.fullmatch(r"\.\.\. \d+ more lines left out \(see --json\)", plugin.long_text[-1])
+    assert all(d.label.startswith("db") for d in plugin.perfdata[4:])
+    assert {d.label for d in plugin.perfdata[:4]} == {"stale", "ageing", "ok", "databases"}
 
 
 def test_worst_ranks_critical_over_unknown_over_warning() -> None:
