@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -303,6 +304,27 @@ def test_max_age_from_defaults_step_and_host(tmp_path: Path) -> None:
         ("b", "archivelog"): 3 * HOUR,
         ("b", "controlfile"): 26 * HOUR,
     }
+
+
+def test_a_v2_store_is_backfilled_when_migrated(inventory: Inventory) -> None:
+    """A store from before the backups table (schema v2) gets it filled from its history."""
+    backup(inventory, at=time.time() - 3 * HOUR)
+    backup(inventory, at=time.time() - 2 * HOUR, behaviours={"erp": {"full": FAIL}})
+    backup(inventory, at=time.time() - HOUR, hosts=["crm"], steps=["full"], cancel=True)
+    state_dir = inventory.settings.state_dir
+    assert state_dir is not None
+    with open_store(state_dir) as store:
+        written = store.last_backups()
+    db = sqlite3.connect(state_dir / "fanout.db")
+    db.execute("DROP TABLE backups")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with open_store(state_dir) as store:
+        assert store.last_backups() == written
+    assert written[("db1.example.com", "ERP", "full")].last_attempt.status == "failed"  # type: ignore[union-attr]
+    assert written[("db2.example.com", "CRM", "full")].last_attempt.status == "cancelled"  # type: ignore[union-attr]
+    assert len(written) == 6
 
 
 def test_selection_flags_narrow_the_check(inventory: Inventory) -> None:

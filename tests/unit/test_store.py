@@ -369,7 +369,7 @@ def test_v1_database_migrates_keeping_rows(tmp_path: Path) -> None:
         ]
         assert [s.log_path for h in detail.hosts for s in h.steps] == ["/l", "/l"]
     db = sqlite3.connect(tmp_path / "fanout.db")
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'runs_by_inventory'").fetchone()
     db.close()
 
