@@ -158,9 +158,12 @@ def parse_output(lines: Sequence[str], stderr: Sequence[str], status: int) -> li
     return results
 
 
-async def check_host(transport: Transport, host: Host) -> HostReadiness:
-    """Run every check on ``host``. Never raises for the host's problems (they become
-    results); cancellation passes through and closes the connection."""
+async def check_host(
+    transport: Transport, host: Host, script_timeout: float = SCRIPT_TIMEOUT
+) -> HostReadiness:
+    """Run every check on ``host``, within its ``connect_timeout`` + ``script_timeout``. Never
+    raises for the host's problems (they become results); cancellation passes through and
+    closes the connection (the transport stops a script still running)."""
 
     def readiness(checks: list[CheckResult]) -> HostReadiness:
         return HostReadiness(host.name, host.address, host.oracle_sid, tuple(checks))
@@ -168,9 +171,11 @@ async def check_host(transport: Transport, host: Host) -> HostReadiness:
     def skipped() -> list[CheckResult]:
         return [CheckResult(name, CheckStatus.SKIPPED) for name in CHECKS[1:]]
 
+    connected = False
     try:
-        async with asyncio.timeout(host.connect_timeout + SCRIPT_TIMEOUT):
+        async with asyncio.timeout(host.connect_timeout + script_timeout):
             async with transport.open_session(host) as session:
+                connected = True
                 checks = [CheckResult("ssh", CheckStatus.OK)]
                 try:
                     proc = await session.start(preflight_script(host), None)
@@ -180,8 +185,8 @@ async def check_host(transport: Transport, host: Host) -> HostReadiness:
                         (out if line.stream is Stream.STDOUT else err).append(line.text)
                     status = await proc.wait()
                 except TransportError as exc:
-                    cause = f"login shell: {exc.reason}"
-                    return readiness([*checks, CheckResult("shell", CheckStatus.FAILED, cause)])
+                    shell = CheckResult("shell", CheckStatus.FAILED, f"login shell: {exc.reason}")
+                    return readiness([*checks, shell, *skipped()[1:]])
                 return readiness([*checks, *parse_output(out, err, status)])
     except HostKeyError as exc:
         cause = f"host key not verified: {exc.reason}"
@@ -189,14 +194,21 @@ async def check_host(transport: Transport, host: Host) -> HostReadiness:
     except TransportError as exc:  # connect, auth: the session never opened
         return readiness([CheckResult("ssh", CheckStatus.FAILED, exc.reason), *skipped()])
     except TimeoutError:
-        limit = host.connect_timeout + SCRIPT_TIMEOUT
-        return readiness(
-            [CheckResult("ssh", CheckStatus.FAILED, f"no answer within {limit:g}s"), *skipped()]
-        )
+        limit = host.connect_timeout + script_timeout
+        if not connected:
+            cause = f"no connection within {limit:g}s"
+            return readiness([CheckResult("ssh", CheckStatus.FAILED, cause), *skipped()])
+        cause = f"the check script did not finish within {limit:g}s"
+        ssh = CheckResult("ssh", CheckStatus.OK)
+        return readiness([ssh, CheckResult("shell", CheckStatus.FAILED, cause), *skipped()[1:]])
 
 
 async def run_preflight(
-    transport: Transport, hosts: Sequence[Host], *, max_connecting: int
+    transport: Transport,
+    hosts: Sequence[Host],
+    *,
+    max_connecting: int,
+    script_timeout: float = SCRIPT_TIMEOUT,
 ) -> tuple[HostReadiness, ...]:
     """``check_host`` for every host, at most ``max_connecting`` at once; results in order."""
     gate = asyncio.Semaphore(max_connecting)
@@ -205,7 +217,7 @@ async def run_preflight(
     async def one(index: int, host: Host) -> None:
         async with gate:
             try:
-                results[index] = await check_host(transport, host)
+                results[index] = await check_host(transport, host, script_timeout)
             except Exception as exc:  # isolation: one host's surprise never sinks the others
                 cause = f"unexpected error: {type(exc).__name__}: {exc}"
                 checks = (CheckResult("ssh", CheckStatus.FAILED, cause),)

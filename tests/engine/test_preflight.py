@@ -3,6 +3,8 @@ dispatch order, one host's connection error or crash never sinks another."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fanout.errors import AuthError, ConnectError
 from fanout.model import Host
 from fanout.nagios import NagiosCode
@@ -63,3 +65,18 @@ async def test_a_check_the_script_never_reported_fails() -> None:
         "lock",
     ]
     assert result.cause == "pmon: not reported (exit status 0)"
+
+
+async def test_a_script_that_hangs_fails_the_shell_check_in_time() -> None:
+    """A remote script that never ends: 'shell' fails naming the limit; the run goes on."""
+    host = replace(_host(0), connect_timeout=0.1)
+    transport = FakeTransport(
+        {host.name: HostScript(steps={preflight_script(host): Behaviour(hang=True)})}
+    )
+    (result,) = await run_preflight(transport, [host], max_connecting=1, script_timeout=0.2)
+    assert result.cause == "shell: the check script did not finish within 0.3s"
+    assert [c.status for c in result.checks] == [
+        CheckStatus.OK,
+        CheckStatus.FAILED,
+        *[CheckStatus.SKIPPED] * 5,
+    ]
