@@ -195,7 +195,17 @@ class FreshnessReport:
         ]
         items = sorted(self.items, key=lambda i: -severity(i.state))  # stable: worst first
         details = [f"{i.state.name}: {i.host} ({i.sid}) {i.describe()}" for i in items]
-        ages = [Perfdata(f"{i.host}/{i.step}", i.age, "s", i.warn_age, i.max_age, 0) for i in items]
+        ages = [
+            Perfdata(
+                f"{i.host}/{i.step}",
+                None if i.age is None else round(i.age),
+                "s",
+                round(i.warn_age),
+                round(i.max_age),
+                0,
+            )
+            for i in items
+        ]
         return plugin_output(self.state, self.summary(), perf, details, ages)
 
     def text(self) -> str:
@@ -336,9 +346,12 @@ def unknown_report(
 
 
 def short_duration(seconds: float) -> str:
-    """Two units at most, rounded down: ``9d2h``, ``22h5m``, ``14m``, ``30s``."""
+    """Two units at most, rounded down: ``9d2h``, ``26h``, ``22h5m``, ``14m``, ``30s`` (hours
+    up to 48h, as thresholds like ``26h`` are written)."""
     whole = int(max(0.0, seconds))
     days, rest = divmod(whole, 86400)
+    if days < 2:
+        days, rest = 0, whole
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]

@@ -89,9 +89,10 @@ def run_inventory(
                 return 0
         run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
         exit_code = asyncio.run(run if serve is None else _served(serve, run))
-        from fanout.monitor import after_run
+        if inventory.settings.metrics_file is not None or inventory.settings.notify is not None:
+            from fanout.monitor import after_run
 
-        after_run(inventory, state_dir, exit_code, _warn)  # metrics file, notify (issue 14)
+            after_run(inventory, state_dir, exit_code, _warn)  # metrics file, notify (issue 14)
         return exit_code
 
 
