@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from fanout.errors import InventoryError
@@ -369,6 +371,23 @@ def test_preflight_script_keeps_hostile_values_quoted(tmp_path: Path) -> None:
     assert found["oracle_home"] == (CheckStatus.FAILED, f"{hostile} is not a directory")
     assert found["lock_dir"] == (CheckStatus.FAILED, f"{hostile} does not exist")
     assert set(found) == set(CHECKS[1:])
+
+
+# Shell syntax of every kind; no control characters (the loader refuses them in paths).
+_SHELLISH = st.text(
+    alphabet=st.sampled_from(list("ab /.'\"$`;&|<>(){}*?~!#\\-=")), min_size=1, max_size=30
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(home=_SHELLISH, lock_dir=_SHELLISH)
+def test_preflight_script_never_runs_inventory_text(home: str, lock_dir: str) -> None:
+    """Whatever oracle_home and lock_dir hold, the script reports them back verbatim as data."""
+    home, lock_dir = "/nonexistent/" + home, "/nonexistent/" + lock_dir
+    found = _run_script(Host("a", "h", 1, "ERP", home, lock_dir=lock_dir))
+    assert found["shell"] == (CheckStatus.OK, None)
+    assert found["oracle_home"] == (CheckStatus.FAILED, f"{home} is not a directory")
+    assert found["lock_dir"] == (CheckStatus.FAILED, f"{lock_dir} does not exist")
 
 
 def test_preflight_script_finds_rman_pmon_and_a_writable_lock_dir(tmp_path: Path) -> None:
