@@ -327,7 +327,7 @@ def run_problems(
 def render_failed(detail: RunDetail, host_log: Callable[[str], str | None] | None = None) -> str:
     """``show --failed``: only what failed or was cancelled, with cause and log file."""
     lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
-    return "\n".join(lines) + "\n" if lines else ""
+    return "\n".join(map(make_visible, lines)) + "\n" if lines else ""
 
 
 def render_show_brief(
@@ -349,7 +349,8 @@ def render_show_brief(
         shown = ", ".join(never[:NOT_STARTED_NAMES])
         more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
         lines.append(f"Not started ({len(never)}): {shown}{more}")
-    return "\n".join([*head, "", *lines, *totals] if lines else [*head, *totals]) + "\n"
+    shown = [*head, "", *lines, *totals] if lines else [*head, *totals]
+    return "\n".join(map(make_visible, shown)) + "\n"  # remote text: escaped for the terminal
 
 
 def select_run_hosts(detail: RunDetail, globs: Sequence[str]) -> RunDetail:

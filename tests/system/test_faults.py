@@ -135,8 +135,11 @@ def test_remote_escape_sequences_are_escaped_on_screen_and_raw_in_the_log(
     result = run_fanout(home, "run", inventory, "--batch")
     assert result.returncode == 1, result.stdout + result.stderr
     visible = r"title\x1b]0;pwned\x07 then \x1b[2Jclear"
-    for text in (result.stdout, run_fanout(home, "show", "--state-dir", state).stdout):
+    brief = run_fanout(home, "show", "--state-dir", state).stdout
+    full = run_fanout(home, "show", "--all", "--state-dir", state).stdout
+    for text in (result.stdout, full):
         assert visible in text
+    for text in (result.stdout, full, brief):
         assert "\x1b" not in text
         assert "\x07" not in text
     (log,) = (state / "logs").glob("*/e1/evil.log")
