@@ -467,6 +467,61 @@ def demo(
     raise typer.Exit(guarded(lambda: run_demo(options)))
 
 
+@app.command()
+def check(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    tag: TagOpt = None,
+    nagios: Annotated[
+        bool,
+        typer.Option("--nagios", help="Nagios plugin output: one status line, then details."),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The JSON document of docs/check-json.md.")
+    ] = False,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Preflight instead: SSH, shell, ORACLE_HOME, rman, pmon, lock_dir, lock "
+            "on every selected host (no RMAN runs).",
+        ),
+    ] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Is every database's last good backup recent enough? Exit 0 OK, 1 WARNING, 2 CRITICAL,
+    3 UNKNOWN (the Nagios plugin codes)."""
+    from fanout.monitor import CheckOptions, OutputFormat, check_inventory, unknown_output
+
+    if nagios and json_output:
+        fail("--nagios and --json exclude each other", 3)
+    output = (
+        OutputFormat.NAGIOS if nagios else OutputFormat.JSON if json_output else OutputFormat.TEXT
+    )
+    options = CheckOptions(
+        inventory=inventory,
+        limit=tuple(limit or ()),
+        tags=tuple(tag or ()),
+        output=output,
+        connect=connect,
+        state_dir=state_dir,
+    )
+
+    def warn(message: str) -> None:
+        print(f"fanout: warning: {message}", file=sys.stderr)
+
+    try:
+        code, text = check_inventory(options, warn)
+    except FanoutError as exc:
+        if output is OutputFormat.TEXT:
+            print(f"fanout: {exc}", file=sys.stderr)
+        else:
+            print(unknown_output(output, inventory, str(exc)), end="")
+        raise typer.Exit(3) from None
+    print(text, end="")
+    raise typer.Exit(code)
+
+
 _RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}|latest")
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from fanout.errors import InventoryError
 from fanout.model import (
+    DEFAULT_STEPS,
     MAX_PARALLEL,
     MAX_PRIORITY,
     MAX_RETRIES,
@@ -27,6 +28,8 @@ from fanout.model import (
     Host,
     Inventory,
     LevelPolicy,
+    Notify,
+    NotifyOn,
     OnFailure,
     Settings,
     StepDef,
@@ -391,6 +394,68 @@ class _Reader:
                 self.fail(item, item_path, f"unknown step {name!r}{hint}")
         return tuple(name for name, _, _ in found)
 
+    # -- monitoring (issue 14) --
+
+    def max_age(self, node: yaml.Node, path: str) -> dict[str, float]:
+        """``{step: duration}``: freshness thresholds by step name ("kind")."""
+        found: dict[str, float] = {}
+        for key, value in self.pairs(node, path):
+            if key.value not in self.steps:
+                hint = _hint(key.value, self.steps) or f" (known: {', '.join(sorted(self.steps))})"
+                self.fail(key, f"{path}.{key.value}", f"unknown step {key.value!r}{hint}")
+            found[key.value] = self.timeout(value, f"{path}.{key.value}")
+        return found
+
+    def resolve_max_age(
+        self, steps: Sequence[str], own: Mapping[str, float], defaults: Mapping[str, float]
+    ) -> tuple[tuple[str, float], ...]:
+        """Per step of the host: own > steps.<name>.max_age > defaults (``model.max_age_of``
+        adds the built-in DEFAULT_MAX_AGE)."""
+        resolved = []
+        for name in steps:
+            step = self.steps.get(name)
+            for source in (own.get(name), step and step.max_age, defaults.get(name)):
+                if source:
+                    resolved.append((name, float(source)))
+                    break
+        return tuple(resolved)
+
+    def fraction(self, node: yaml.Node, path: str) -> float:
+        expected = "a number above 0 and at most 1 (e.g. 0.8)"
+        value = self.text(node, path, expected)
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 1:
+            self.fail(node, path, f"expected {expected}, got {value!r}")
+        return number
+
+    def notify(self, node: yaml.Node, path: str) -> Notify:
+        """A list (the command) or a mapping with command, on and timeout."""
+        if isinstance(node, yaml.SequenceNode):
+            return Notify(self.argv(node, path))
+        fields = self.fields(node, path, ("command", "on", "timeout"), required=("command",))
+        notify = Notify(self.argv(fields["command"], f"{path}.command"))
+        if "on" in fields:
+            choices = [choice.value for choice in NotifyOn]
+            value = self.text(fields["on"], f"{path}.on")
+            if value not in choices:
+                expected = f"expected {', '.join(choices)}, got {value!r}"
+                self.fail(fields["on"], f"{path}.on", expected)
+            notify = replace(notify, on=NotifyOn(value))
+        if "timeout" in fields:
+            notify = replace(notify, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
+        return notify
+
+    def argv(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        expected = "a command as a list of strings, e.g. [mail, -s, subject, dba@example.com]"
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.fail(node, path, f"expected {expected}, got {_describe(node)}")
+        return tuple(
+            self.text(item, f"{path}[{index}]", "a string") for index, item in enumerate(node.value)
+        )
+
     # -- sections --
 
     def read(self, root: yaml.Node) -> tuple[Settings, list[Host]]:
@@ -468,6 +533,8 @@ class _Reader:
                     flag, f"{path}.empty_ok", f"expected true or false, got {_describe(flag)}"
                 )
             step = replace(step, empty_ok=word == "true")
+        if "max_age" in fields:
+            step = replace(step, max_age=self.timeout(fields["max_age"], f"{path}.max_age"))
         return step
 
     def step_policy(self, step: StepDef, fields: Mapping[str, yaml.Node], path: str) -> StepDef:
@@ -581,6 +648,10 @@ class _Reader:
         own = {key: value for key, value in fields.items() if key in _INHERITED}
         values = {**defaults, **self.parsed(own, path, _INHERITED)}
         values.setdefault("oracle_home", None)  # None: resolved on the host from its oratab
+        own_max_age = values.pop("max_age", {}) if "max_age" in own else {}
+        values["max_age"] = self.resolve_max_age(
+            values.get("steps", DEFAULT_STEPS), own_max_age, defaults.get("max_age", {})
+        )
 
         def at(key: str) -> tuple[yaml.Node, str]:
             return fields[key], f"{path}.{key}"
@@ -623,6 +694,10 @@ _SETTINGS: _Parsers = {
     "retention": _Reader.timeout,  # a positive duration: logs and runs older are pruned
     "window_end": _Reader.time_of_day,
     "hard_deadline": _Reader.boolean,
+    # monitoring (issue 14)
+    "max_age_warn": _Reader.fraction,
+    "metrics_file": _Reader.local_path,
+    "notify": _Reader.notify,
 }
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {
@@ -647,6 +722,7 @@ _INHERITED: _Parsers = {
     "catalog_optional": _Reader.boolean,
     "when": _Reader.remote_text,
     "database": _Reader.database,
+    "max_age": _Reader.max_age,  # merged key by key: host over defaults (see resolve_max_age)
 }
 _LEVEL_KEYS = ("level0_every", "level0_on", "cumulative")
 _STEP_KEYS = (
@@ -658,6 +734,7 @@ _STEP_KEYS = (
     "when",
     "empty_ok",
     "window_duration",
+    "max_age",
     *_LEVEL_KEYS,
 )
 _HOST_REQUIRED = ("name", "address", "priority", "oracle_sid")

@@ -17,6 +17,16 @@ from pathlib import Path
 
 DEFAULT_STEPS: tuple[str, ...] = ("full", "archivelog", "controlfile")
 
+# --- freshness policy (issue 14) ---
+# How old the last successful backup of each kind may get before `fanout check` says CRITICAL.
+# Keys are step names ("kinds"): plain strings, so a level policy can add "backup/level0" etc.
+DEFAULT_MAX_AGE: dict[str, float] = {
+    "full": 8 * 86400.0,
+    "archivelog": 26 * 3600.0,
+    "controlfile": 26 * 3600.0,
+}
+DEFAULT_MAX_AGE_WARN = 0.8  # WARNING once the age passes this fraction of max_age
+
 
 class StepKind(StrEnum):
     RMAN = "rman"  # an RMAN script fed to `rman target /` on stdin
@@ -57,6 +67,7 @@ class StepDef:
     levels: LevelPolicy | None = None  # the `backup` step: level 0 or 1 chosen per database
     # -- the backup window (scheduler.py) --
     window_duration: bool = False  # RMAN: BACKUP … DURATION hh:mm PARTIAL with the time left
+    max_age: float | None = None  # seconds; freshness threshold for every host running it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,21 @@ class Group:
     max_parallel: int
 
 
+class NotifyOn(StrEnum):
+    FAILURE = "failure"  # exit code other than 0 (cancelled runs included)
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """``settings.notify``: a command run after each run, the run's summary JSON on stdin."""
+
+    command: tuple[str, ...]  # argv, run without a shell
+    on: NotifyOn = NotifyOn.FAILURE
+    timeout: float = 60.0  # seconds, then its process group is killed
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     max_parallel: int = 8  # hosts running at once
@@ -107,6 +133,10 @@ class Settings:
     # -- the backup window (scheduler.py) --
     window_end: TimeOfDay | None = None  # no host starts that would end after it
     hard_deadline: bool = False  # running steps are cancelled at window_end
+    # -- monitoring (issue 14) --
+    max_age_warn: float = DEFAULT_MAX_AGE_WARN  # fraction of max_age: past it, check warns
+    metrics_file: Path | None = None  # Prometheus textfile, rewritten after every run and check
+    notify: Notify | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +174,10 @@ class Host:
         return self.database or f"{self.oracle_sid}@{self.address.lower()}"
 
     groups: tuple[str, ...] = ()  # capacity groups (Inventory.groups): a slot in each to run
+    # (step, seconds): the freshness thresholds the inventory sets for this host's steps,
+    # resolved by the loader: host's max_age > steps.<name>.max_age > defaults' max_age.
+    # Read them through max_age_of(host), which adds DEFAULT_MAX_AGE.
+    max_age: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +190,18 @@ class Inventory:
     steps: Mapping[str, StepDef] = field(default_factory=dict)
     sha256: str = ""  # of the file's bytes, for the run store
     groups: Mapping[str, Group] = field(default_factory=dict)  # capacity groups by name
+
+
+def max_age_of(host: Host) -> tuple[tuple[str, float], ...]:
+    """(step, seconds) for each of the host's steps that has a freshness threshold: the
+    inventory's (``host.max_age``), else ``DEFAULT_MAX_AGE``; steps with neither are not judged."""
+    own = dict(host.max_age)
+    found = []
+    for step in host.steps:
+        limit = own.get(step, DEFAULT_MAX_AGE.get(step))
+        if limit is not None:
+            found.append((step, limit))
+    return tuple(found)
 
 
 # --- durations and selection --------------------------------------------------

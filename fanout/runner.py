@@ -118,6 +118,10 @@ def run_inventory(
             _apply_retention(inventory, state_dir, inventory.settings.retention, options.quiet)
         if resume is not None and resume.dropped and exit_code == 0:
             return 1  # the work that was resumable succeeded; some owed work was not resumed
+        if inventory.settings.metrics_file is not None or inventory.settings.notify is not None:
+            from fanout.monitor import after_run
+
+            after_run(inventory, state_dir, exit_code, _warn)  # metrics file, notify (issue 14)
         return exit_code
 
 

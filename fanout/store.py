@@ -54,6 +54,7 @@ from fanout.events import (
     StepOutput,
     StepStarted,
 )
+from fanout.freshness import Attempt, BackupRecord
 from fanout.lock import canonical_inventory_path
 from fanout.paths import step_log_path
 from fanout.policy import LevelHistory
@@ -155,11 +156,42 @@ def _migrate_levels(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX hosts_by_database ON hosts (database)")
 
 
+_LAST_BACKUP_QUERY = """SELECT lower(h.address), h.oracle_sid, s.step, s.run_id, s.status,
+        s.started_at, MAX(s.ended_at), s.cause
+    FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
+    WHERE s.status IN ({statuses}) AND s.ended_at IS NOT NULL
+    GROUP BY lower(h.address), h.oracle_sid, s.step"""
+
+
+def _migrate_backups(db: sqlite3.Connection) -> None:
+    """backups: per database (lower-case address, SID) and step, the last success and the last
+    finished attempt over every run (issue 14: ``fanout check``, the metrics file), kept up to
+    date by each final ``StepFinished``, so reading it never scans the history. Backfilled."""
+    db.execute("""CREATE TABLE backups (
+        address TEXT NOT NULL, oracle_sid TEXT NOT NULL, step TEXT NOT NULL,
+        success_run TEXT, success_started_at REAL, success_ended_at REAL,
+        last_run TEXT, last_status TEXT, last_started_at REAL, last_ended_at REAL, last_cause TEXT,
+        PRIMARY KEY (address, oracle_sid, step))""")
+    latest = db.execute(_LAST_BACKUP_QUERY.format(statuses="'ok', 'failed', 'cancelled'"))
+    db.executemany(
+        """INSERT INTO backups (address, oracle_sid, step, last_run, last_status,
+            last_started_at, last_ended_at, last_cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        latest.fetchall(),
+    )
+    successes = db.execute(_LAST_BACKUP_QUERY.format(statuses="'ok'")).fetchall()
+    db.executemany(
+        """UPDATE backups SET success_run = ?, success_started_at = ?, success_ended_at = ?
+           WHERE address = ? AND oracle_sid = ? AND step = ?""",
+        [(row[3], row[5], row[6], row[0], row[1], row[2]) for row in successes],
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_levels,
+    _migrate_backups,
 )
 
 
@@ -324,6 +356,39 @@ _STEP_FINISHED = f"""INSERT INTO steps (run_id, host, step, position, status, at
         exit_status, cause, detail) VALUES (?1, ?2, ?3, {_NEXT_POSITION}, ?4, ?5, ?6, ?7, ?8, ?9)
     ON CONFLICT (run_id, host, step) DO UPDATE SET status = ?4, attempt = ?5, ended_at = ?6,
         exit_status = ?7, cause = ?8, detail = COALESCE(?9, detail)"""
+# A final StepFinished (ok, failed, cancelled) moves its database's row in `backups` forward;
+# runs after _STEP_FINISHED in the same transaction, so the steps row has this attempt's start.
+# (SET expressions read the row's old values.)
+_NEWER = "COALESCE({old}, -1e300) <= excluded.{new}"
+_BACKUP_FINISHED = f"""INSERT INTO backups (address, oracle_sid, step, success_run,
+        success_started_at, success_ended_at, last_run, last_status, last_started_at,
+        last_ended_at, last_cause)
+    SELECT lower(h.address), h.oracle_sid, ?3, CASE WHEN ?4 = 'ok' THEN ?1 END,
+        CASE WHEN ?4 = 'ok' THEN s.started_at END, CASE WHEN ?4 = 'ok' THEN ?5 END,
+        ?1, ?4, s.started_at, ?5, ?6
+    FROM hosts AS h LEFT JOIN steps AS s ON s.run_id = h.run_id AND s.host = h.name AND s.step = ?3
+    WHERE h.run_id = ?1 AND h.name = ?2
+    ON CONFLICT (address, oracle_sid, step) DO UPDATE SET
+        success_run = CASE WHEN excluded.success_ended_at IS NOT NULL
+            AND {_NEWER.format(old="success_ended_at", new="success_ended_at")}
+            THEN excluded.success_run ELSE success_run END,
+        success_started_at = CASE WHEN excluded.success_ended_at IS NOT NULL
+            AND {_NEWER.format(old="success_ended_at", new="success_ended_at")}
+            THEN excluded.success_started_at ELSE success_started_at END,
+        success_ended_at = CASE WHEN excluded.success_ended_at IS NOT NULL
+            AND {_NEWER.format(old="success_ended_at", new="success_ended_at")}
+            THEN excluded.success_ended_at ELSE success_ended_at END,
+        last_run = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
+            THEN excluded.last_run ELSE last_run END,
+        last_status = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
+            THEN excluded.last_status ELSE last_status END,
+        last_started_at = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
+            THEN excluded.last_started_at ELSE last_started_at END,
+        last_cause = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
+            THEN excluded.last_cause ELSE last_cause END,
+        last_ended_at = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
+            THEN excluded.last_ended_at ELSE last_ended_at END"""
+_FINAL_STATUSES = frozenset({"ok", "failed", "cancelled"})
 _HOST_FINISHED = (
     "UPDATE hosts SET status = ?, cause = ?, ended_at = ? WHERE run_id = ? AND name = ?"
 )
@@ -516,6 +581,8 @@ class Store:
                         ),
                     )
                 ]
+                if status in _FINAL_STATUSES:
+                    stmts.append((_BACKUP_FINISHED, (*key, status, event.at, event.cause)))
             case HostFinished():
                 params = (event.status.value, event.cause, event.at, event.run_id, event.host)
                 stmts = [(_HOST_FINISHED, params)]
@@ -845,6 +912,26 @@ class Store:
                         values.append(max(0.0, duration))
             if seen == wanted and all(len(v) >= last for v in found.values()):
                 break
+        return found
+
+    def last_backups(self) -> dict[tuple[str, str, str], BackupRecord]:
+        """Per database and step, across every run of every inventory: the last success and
+        the last finished attempt (ok, failed or cancelled), keyed by ``(lower(address), sid,
+        step)`` (``freshness.database_key``). For ``fanout check`` and the metrics file.
+
+        Reads the ``backups`` table (schema v5), which every final ``StepFinished`` keeps up to
+        date: one row per database and step, however long the history.
+        """
+        found: dict[tuple[str, str, str], BackupRecord] = {}
+        for row in self._db.execute(
+            """SELECT address, oracle_sid, step, success_run, success_started_at,
+                      success_ended_at, last_run, last_status, last_started_at, last_ended_at,
+                      last_cause FROM backups"""
+        ):
+            address, sid, step, s_run, s_start, s_end, l_run, l_status, l_start, l_end, cause = row
+            success = None if s_end is None else Attempt(s_run, "ok", s_start, s_end)
+            last = None if l_end is None else Attempt(l_run, l_status, l_start, l_end, cause)
+            found[(address, sid, step)] = BackupRecord(address, sid, step, success, last)
         return found
 
     def _summary(self, row: _RunRow) -> RunSummary:
