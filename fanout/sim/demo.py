@@ -204,7 +204,7 @@ def build_inventory(
         if problem is not None and problem.refuse:
             entry["port"] = fleet.refused_port
         if problem is not None and problem.rman.get("behaviour") == "hang":
-            entry["step_timeout"] = f"{round(max(2.0, 10.0 / speed), 3):g}s"
+            entry["step_timeout"] = f"{round(max(5.0, 10.0 / speed), 3):g}s"
     document = {
         "settings": {
             "max_parallel": 4 if hosts is None else min(64, max(4, -(-hosts // 3))),  # ~3 waves
