@@ -20,6 +20,7 @@ import yaml
 
 from fanout.errors import InventoryError
 from fanout.model import (
+    DEFAULT_LEVEL_MAX_AGE,
     DEFAULT_STEPS,
     MAX_PARALLEL,
     MAX_PRIORITY,
@@ -397,9 +398,21 @@ class _Reader:
     # -- monitoring (issue 14) --
 
     def max_age(self, node: yaml.Node, path: str) -> dict[str, float]:
-        """``{step: duration}``: freshness thresholds by step name ("kind")."""
+        """``{kind: duration}``: freshness thresholds by step name, or ``<step>/level0`` and
+        ``<step>/level1`` for a step of the level policy."""
         found: dict[str, float] = {}
         for key, value in self.pairs(node, path):
+            step, _, level = key.value.partition("/")
+            if level and step in self.steps:
+                if self.steps[step].levels is None or level not in ("level0", "level1"):
+                    what = (
+                        "expected level0 or level1"
+                        if self.steps[step].levels is not None
+                        else f"step {step!r} has no level policy (no per-level kinds)"
+                    )
+                    self.fail(key, f"{path}.{key.value}", what)
+                found[key.value] = self.timeout(value, f"{path}.{key.value}")
+                continue
             if key.value not in self.steps:
                 hint = _hint(key.value, self.steps) or f" (known: {', '.join(sorted(self.steps))})"
                 self.fail(key, f"{path}.{key.value}", f"unknown step {key.value!r}{hint}")
@@ -414,6 +427,14 @@ class _Reader:
         resolved = []
         for name in steps:
             step = self.steps.get(name)
+            if step is not None and step.levels is not None:  # judged per level
+                for level in (0, 1):
+                    kind = f"{name}/level{level}"
+                    plain = step.max_age if level == 0 else None  # steps.<name>.max_age: level 0
+                    sources = (own.get(kind), plain, defaults.get(kind))
+                    limit = next((s for s in sources if s), DEFAULT_LEVEL_MAX_AGE[level])
+                    resolved.append((kind, float(limit)))
+                continue
             for source in (own.get(name), step and step.max_age, defaults.get(name)):
                 if source:
                     resolved.append((name, float(source)))

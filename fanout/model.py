@@ -25,6 +25,10 @@ DEFAULT_MAX_AGE: dict[str, float] = {
     "archivelog": 26 * 3600.0,
     "controlfile": 26 * 3600.0,
 }
+# A step of the level policy is judged per level, as `<step>/level0` and `<step>/level1`: by
+# default a level 0 within 8 days and a level 1 within 50 hours (a weekly level 0 day takes no
+# level 1, so a daily level 1 is up to two days apart).
+DEFAULT_LEVEL_MAX_AGE: dict[int, float] = {0: 8 * 86400.0, 1: 50 * 3600.0}
 DEFAULT_MAX_AGE_WARN = 0.8  # WARNING once the age passes this fraction of max_age
 
 
@@ -198,6 +202,10 @@ def max_age_of(host: Host) -> tuple[tuple[str, float], ...]:
     own = dict(host.max_age)
     found = []
     for step in host.steps:
+        levels = [(kind, limit) for kind, limit in host.max_age if kind.startswith(f"{step}/")]
+        if levels:  # a step of the level policy: judged per level (the loader resolved both)
+            found.extend(levels)
+            continue
         limit = own.get(step, DEFAULT_MAX_AGE.get(step))
         if limit is not None:
             found.append((step, limit))

@@ -156,15 +156,19 @@ def _migrate_levels(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX hosts_by_database ON hosts (database)")
 
 
-_LAST_BACKUP_QUERY = """SELECT lower(h.address), h.oracle_sid, s.step, s.run_id, s.status,
+# The kind a freshness record is kept under: the step name, or for a step of the level policy
+# ``<step>/level0`` / ``<step>/level1`` (a weekly level 0 and a daily level 1 age separately).
+_KIND = "s.step || COALESCE('/level' || s.level, '')"
+_LAST_BACKUP_QUERY = f"""SELECT lower(h.address), h.oracle_sid, {_KIND}, s.run_id, s.status,
         s.started_at, MAX(s.ended_at), s.cause
     FROM steps AS s JOIN hosts AS h ON h.run_id = s.run_id AND h.name = s.host
-    WHERE s.status IN ({statuses}) AND s.ended_at IS NOT NULL
-    GROUP BY lower(h.address), h.oracle_sid, s.step"""
+    WHERE s.status IN ({{statuses}}) AND s.ended_at IS NOT NULL
+    GROUP BY lower(h.address), h.oracle_sid, {_KIND}"""
 
 
 def _migrate_backups(db: sqlite3.Connection) -> None:
-    """backups: per database (lower-case address, SID) and step, the last success and the last
+    """backups: per database (lower-case address, SID) and kind (the step, split by backup
+    level for a step of the level policy: ``backup/level0``), the last success and the last
     finished attempt over every run (issue 14: ``fanout check``, the metrics file), kept up to
     date by each final ``StepFinished``, so reading it never scans the history. Backfilled."""
     db.execute("""CREATE TABLE backups (
@@ -363,7 +367,8 @@ _NEWER = "COALESCE({old}, -1e300) <= excluded.{new}"
 _BACKUP_FINISHED = f"""INSERT INTO backups (address, oracle_sid, step, success_run,
         success_started_at, success_ended_at, last_run, last_status, last_started_at,
         last_ended_at, last_cause)
-    SELECT lower(h.address), h.oracle_sid, ?3, CASE WHEN ?4 = 'ok' THEN ?1 END,
+    SELECT lower(h.address), h.oracle_sid, ?3 || COALESCE('/level' || s.level, ''),
+        CASE WHEN ?4 = 'ok' THEN ?1 END,
         CASE WHEN ?4 = 'ok' THEN s.started_at END, CASE WHEN ?4 = 'ok' THEN ?5 END,
         ?1, ?4, s.started_at, ?5, ?6
     FROM hosts AS h LEFT JOIN steps AS s ON s.run_id = h.run_id AND s.host = h.name AND s.step = ?3
