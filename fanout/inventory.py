@@ -12,9 +12,10 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -96,6 +97,8 @@ def load_inventory(path: Path) -> Inventory:
         groups=MappingProxyType(reader.groups),
     )
 
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
 
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
@@ -213,6 +216,15 @@ class _Reader:
         if "\0" in value:
             self.fail(node, path, "contains a NUL character")
         return value
+
+    def choice(self, node: yaml.Node, path: str, kind: type[_Choice]) -> _Choice:
+        """One of a StrEnum's values, as written (``expected continue or stop, got 'halt'``)."""
+        choices = [member.value for member in kind]
+        value = self.text(node, path)
+        if value not in choices:
+            listed = " or ".join(choices) if len(choices) == 2 else ", ".join(choices)
+            self.fail(node, path, f"expected {listed}, got {value!r}")
+        return kind(value)
 
     def matching(self, node: yaml.Node, path: str, pattern: re.Pattern[str], what: str) -> str:
         value = self.text(node, path, what)
@@ -459,12 +471,7 @@ class _Reader:
         fields = self.fields(node, path, ("command", "on", "timeout"), required=("command",))
         notify = Notify(self.argv(fields["command"], f"{path}.command"))
         if "on" in fields:
-            choices = [choice.value for choice in NotifyOn]
-            value = self.text(fields["on"], f"{path}.on")
-            if value not in choices:
-                expected = f"expected {', '.join(choices)}, got {value!r}"
-                self.fail(fields["on"], f"{path}.on", expected)
-            notify = replace(notify, on=NotifyOn(value))
+            notify = replace(notify, on=self.choice(fields["on"], f"{path}.on", NotifyOn))
         if "timeout" in fields:
             notify = replace(notify, timeout=self.timeout(fields["timeout"], f"{path}.timeout"))
         return notify
@@ -526,12 +533,8 @@ class _Reader:
             step = replace(step, body=body.value)  # remote text: no ${VAR} expansion
         step = self.step_policy(step, fields, path)
         if "on_failure" in fields:
-            choices = [choice.value for choice in OnFailure]
-            value = self.text(fields["on_failure"], f"{path}.on_failure")
-            if value not in choices:
-                expected = f"expected {' or '.join(choices)}, got {value!r}"
-                self.fail(fields["on_failure"], f"{path}.on_failure", expected)
-            step = replace(step, on_failure=OnFailure(value))
+            on_failure = self.choice(fields["on_failure"], f"{path}.on_failure", OnFailure)
+            step = replace(step, on_failure=on_failure)
         if "retries" in fields:
             step = replace(step, retries=self.count(fields["retries"], f"{path}.retries"))
         if "timeout" in fields:
