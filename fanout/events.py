@@ -36,6 +36,7 @@ class CancelReason(StrEnum):
     OPERATOR = "operator"  # q / quit typed at the prompt
     SIGINT = "SIGINT"
     SIGTERM = "SIGTERM"
+    LEADERSHIP_LOST = "leadership lost"  # cluster mode: this node may no longer lead the run
 
 
 @dataclass(frozen=True, slots=True)

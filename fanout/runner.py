@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
@@ -32,6 +32,8 @@ from fanout.steps import Adopt, new_run_id, render_host
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from fanout.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,23 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     resume: str | None = None  # a run id, or "latest": the latest run of this inventory that failed
     stop_running: bool = False  # resume: stop the old run's still-running steps instead of waiting
+
+
+class RunHook(Protocol):
+    """Cluster mode's seam into a run (``fanout.cluster.run``); a local run has none.
+
+    It names the run (a takeover continues the same id), renders the targets (with the
+    fencing token, and adoption of what a dead leader left running), puts its sinks in
+    place of the store (the checkpoint writer first) and has the last word on the exit code.
+    """
+
+    run_id: str
+
+    def targets(self, inventory: Inventory, hosts: tuple[Host, ...]) -> list[Target]: ...
+
+    def wire(self, store: Store, token: CancelToken) -> list[EventSink]: ...
+
+    def exit_code(self, code: int) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,12 @@ def run_inventory(
         raise InventoryError(str(options.inventory), None, "", "no host matches the selection")
     state_dir = resolve_state_dir(options.state_dir or inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
+        if inventory.settings.cluster is not None:  # -- cluster mode: fanout/cluster/run.py
+            if options.resume is not None:
+                raise FanoutError("--resume: in cluster mode a takeover continues the run itself")
+            from fanout.cluster.run import run_clustered
+
+            return run_clustered(options, inventory, hosts, state_dir, out or sys.stdout)
         resume = None
         if options.resume is not None:
             resume = plan_resume(options.resume, inventory, state_dir)
@@ -147,6 +172,7 @@ async def _run(
     state_dir: Path,
     out: TextIO,
     resume: Resume | None,
+    hook: RunHook | None = None,
 ) -> int:
     from fanout.logs import LogSink
     from fanout.paths import run_log_dir, step_log_path
@@ -155,9 +181,11 @@ async def _run(
     from fanout.transport.ssh import SshTransport
     from fanout.ui.summary import render_summary_text, summary_line
 
-    run_id = new_run_id()
+    run_id = new_run_id() if hook is None else hook.run_id
     token = CancelToken()
-    if resume is None:
+    if hook is not None:
+        targets = hook.targets(inventory, hosts)
+    elif resume is None:
         targets = [Target(h, render_host(inventory, h, run_id)) for h in hosts]
     else:
         adopt = Adopt(
@@ -191,7 +219,8 @@ async def _run(
                 console=console,
             )
         output = view if view is not None else _output_sink(options, out)
-        sink = FanOut([store, logs, state, output])
+        recorders: list[EventSink] = [store] if hook is None else hook.wire(store, token)
+        sink = FanOut([*recorders, logs, state, output])
 
         def on_cancel(reason: CancelReason, forced: bool) -> None:
             sink.emit(CancelRequested(run_id, reason, forced, at=_now()))
@@ -213,6 +242,8 @@ async def _run(
         else:
             with _keyboard_fires(token, enabled=not options.batch):
                 exit_code = await engine.run()
+        if hook is not None:
+            exit_code = hook.exit_code(exit_code)
     log_dir = run_log_dir(state_dir, run_id)
     if console is not None:
         from fanout.ui.summary import render_summary_rich

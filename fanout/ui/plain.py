@@ -137,6 +137,8 @@ def _cancel_text(event: CancelRequested) -> str:
             text = "cancel requested by the operator"
         case CancelReason.SIGINT | CancelReason.SIGTERM:
             text = f"cancel requested: {event.reason} received"
+        case CancelReason.LEADERSHIP_LOST:
+            text = "cluster leadership lost: stopping, another node takes over"
         case _:
             assert_never(event.reason)
     if event.forced:

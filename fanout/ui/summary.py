@@ -42,6 +42,7 @@ CANCEL_TEXT: dict[CancelReason, str] = {
     CancelReason.OPERATOR: "by the operator (q/quit)",
     CancelReason.SIGINT: "by SIGINT (Ctrl-C)",
     CancelReason.SIGTERM: "by SIGTERM",
+    CancelReason.LEADERSHIP_LOST: "on losing cluster leadership",
 }
 
 EXIT_MEANINGS: dict[int, str] = {
@@ -49,6 +50,7 @@ EXIT_MEANINGS: dict[int, str] = {
     1: "at least one step failed",
     2: "usage or inventory error",
     75: "another run holds the lock",
+    76: "cluster leadership lost: another node continues the run",
     130: "cancelled by the operator",
     143: "stopped by SIGTERM",
 }

@@ -1,0 +1,433 @@
+"""``fanout run`` in cluster mode: lead the group's run or stand by, dedupe, fenced takeover.
+
+Every node started for a group (from cron, at the same time or late) campaigns for the
+leader key. The winner looks at the group's run record:
+
+- a run that finished while this node waited, or within ``dedupe`` → nothing to do: it
+  copies that run into its own run store (one history), says so in one line, exits 0;
+- a run that is unfinished (its leader died or was cut off) → **takeover**: the same run id,
+  the steps the checkpoints show finished are never started again, every other step runs
+  with the ``--resume`` adoption (wait for, or stop, what the dead leader left running on
+  the host; a step the host's ledger shows finished is not taken twice);
+- otherwise → a new run.
+
+The losers stand by: one line naming the leader, then (interactive) the leader's progress,
+polling the leader key every ``poll`` seconds; when it goes away they campaign again.
+A leader that loses its lease stops starting steps, stops its remote work through the
+cancel token and exits ``EXIT_FENCED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from fanout.cancel import CancelToken
+from fanout.cluster import EXIT_CLUSTER_UNAVAILABLE, EXIT_FENCED
+from fanout.cluster.checkpoint import (
+    CheckpointSink,
+    Keys,
+    RunRecords,
+    dump,
+    load,
+    parse_run,
+    replay,
+)
+from fanout.cluster.kv import KV, ClusterError, Unavailable
+from fanout.cluster.leader import Holder, Leadership, campaign
+from fanout.engine import Target
+from fanout.events import CancelReason, Event, EventSink, RunStarted
+from fanout.model import AdoptPolicy, ClusterSettings, Host, Inventory, format_duration
+from fanout.runner import RunOptions, _run
+from fanout.steps import Adopt, new_run_id, render_host
+from fanout.store import Store
+
+
+def run_clustered(
+    options: RunOptions,
+    inventory: Inventory,
+    hosts: tuple[Host, ...],
+    state_dir: Path,
+    out: TextIO,
+) -> int:
+    """Run ``inventory`` as one node of its group; returns the exit code."""
+    return asyncio.run(_main(options, inventory, hosts, state_dir, out))
+
+
+async def _main(
+    options: RunOptions, inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path, out: TextIO
+) -> int:
+    from fanout.cluster.etcd import open_kv
+
+    settings = inventory.settings.cluster
+    assert settings is not None
+    kv = open_kv(settings)
+    try:
+        return await Node(kv, settings, options, inventory, hosts, state_dir, out).run()
+    finally:
+        await kv.close()
+
+
+def note(message: str) -> None:
+    print(f"fanout: {message}", file=sys.stderr, flush=True)
+
+
+class Node:
+    def __init__(
+        self,
+        kv: KV,
+        settings: ClusterSettings,
+        options: RunOptions,
+        inventory: Inventory,
+        hosts: tuple[Host, ...],
+        state_dir: Path,
+        out: TextIO,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.kv = kv
+        self.settings = settings
+        self.options = options
+        self.inventory = inventory
+        self.hosts = hosts
+        self.state_dir = state_dir
+        self.out = out
+        self.keys = Keys(settings.prefix, settings.group)
+        self.clock = clock
+        self.wall = wall
+        self.started_at = wall()
+        self.poll = min(0.25, settings.ttl / 8)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> int:
+        """Campaign until this node led (or found nothing to do). Bounded by the group's run:
+        each round waits for the current leader key to go away; etcd unreachable for
+        ``unavailable_after`` ends it with EXIT_CLUSTER_UNAVAILABLE."""
+        unreachable_since: float | None = None
+        announced: int | None = None
+        seen: dict[tuple[str, str], str] = {}
+        while True:
+            try:
+                outcome = await campaign(
+                    self.kv, self.keys.leader, self.settings.node, os.getpid(), self.settings.ttl
+                )
+            except Unavailable as exc:
+                now = self.clock()
+                unreachable_since = unreachable_since if unreachable_since is not None else now
+                if now - unreachable_since >= self.settings.unavailable_after:
+                    waited = format_duration(round(now - unreachable_since))
+                    note(f"cluster unavailable for {waited}, nothing started: {exc}")
+                    return EXIT_CLUSTER_UNAVAILABLE
+                await asyncio.sleep(self.poll)
+                continue
+            unreachable_since = None
+            if isinstance(outcome, Leadership):
+                code = await self.lead(outcome)
+                if code is not None:
+                    return code
+                continue
+            if outcome.token and announced != outcome.token:
+                announced = outcome.token
+                note(
+                    f"standing by: node {outcome.node} leads group {self.settings.group} "
+                    f"(this node: {self.settings.node})"
+                )
+            await self.stand_by(outcome, seen)
+
+    async def stand_by(self, holder: Holder, seen: dict[tuple[str, str], str]) -> None:
+        """Return once the leader key is gone or another node holds it (or etcd fails)."""
+        while True:
+            try:
+                entry = await self.kv.get(self.keys.leader)
+                if not self.options.batch:
+                    await self._show_progress(holder, seen)
+            except ClusterError:
+                return
+            if entry is None or entry.create_revision != holder.token:
+                return
+            await asyncio.sleep(self.poll)
+
+    async def _show_progress(self, holder: Holder, seen: dict[tuple[str, str], str]) -> None:
+        """Interactive standby: one line per step state change of the leader's run."""
+        run = load(await self.kv.get(self.keys.run))
+        if run is None or run.get("finished_at") is not None:
+            return
+        records = parse_run(
+            self.keys, run["run_id"], await self.kv.get_prefix(self.keys.of_run(run["run_id"]))
+        )
+        for (host, step), rec in sorted(records.steps.items()):
+            status = str(rec.get("status"))
+            if seen.get((host, step)) != status:
+                seen[(host, step)] = status
+                node = rec.get("node", holder.node)
+                print(f"[{node}] {run['run_id']} {host} {step}: {status}", file=self.out)
+        self.out.flush()
+
+    # ------------------------------------------------------------------ leading
+
+    async def lead(self, leadership: Leadership) -> int | None:
+        """Lead: dedupe, take over or start a run. None if leadership was lost before any
+        work began (the caller campaigns again)."""
+        leadership.start()
+        try:
+            try:
+                run = load(await self._read(leadership, lambda: self.kv.get(self.keys.run)))
+                now = self.wall()
+                if run is not None and self._counts_as_done(run, now):
+                    await self._sync_history(run)
+                    ago = format_duration(max(0, round(now - float(run["finished_at"]))))
+                    note(
+                        f"nothing to do: run {run['run_id']} of group {self.settings.group} "
+                        f"finished {ago} ago on node {run.get('node')} "
+                        f"(exit {run.get('exit_code')})"
+                    )
+                    return 0
+                takeover = (
+                    run is not None
+                    and run.get("finished_at") is None
+                    and now - float(run.get("started_at", 0)) < max(self.settings.dedupe, 1.0)
+                )
+                records: RunRecords | None = None
+                if takeover:
+                    assert run is not None
+                    run_id = str(run["run_id"])
+                    entries = await self._read(
+                        leadership, lambda: self.kv.get_prefix(self.keys.of_run(run_id))
+                    )
+                    records = parse_run(self.keys, run_id, entries)
+                else:
+                    run_id = new_run_id()
+                    run = {
+                        "run_id": run_id,
+                        "node": self.settings.node,
+                        "started_at": now,
+                        "finished_at": None,
+                        "exit_code": None,
+                        "inventory_sha256": self.inventory.sha256,
+                    }
+                    await leadership.write([(self.keys.run, dump(run))])
+                continuation = {
+                    "node": self.settings.node,
+                    "pid": os.getpid(),
+                    "at": now,
+                    "takeover": takeover,
+                }
+                await leadership.write(
+                    [(self.keys.leaders(run_id, leadership.token), dump(continuation))]
+                )
+            except ClusterError:
+                return None  # lost before anything started: campaign again
+            if takeover:
+                assert records is not None
+                before = ", ".join(sorted({str(x.get("node")) for x in records.leaders}))
+                note(
+                    f"taking over run {run_id} of group {self.settings.group} "
+                    f"(led before by {before or '?'}; token {leadership.token})"
+                )
+            else:
+                note(
+                    f"leading run {run_id} of group {self.settings.group} "
+                    f"(node {self.settings.node}, token {leadership.token})"
+                )
+            hook = ClusterHook(self, leadership, run_id, records)
+            code = await _run(
+                self.options, self.inventory, self.hosts, self.state_dir, self.out, None, hook
+            )
+            if leadership.lost is not None:
+                note(
+                    f"lost leadership of run {run_id}: {leadership.lost}; "
+                    f"remote work stopped, exit {EXIT_FENCED}"
+                )
+                return EXIT_FENCED
+            if not await hook.close():
+                note(f"lost leadership of run {run_id} at its end: {leadership.lost}")
+                return EXIT_FENCED
+            finished = {**run, "finished_at": self.wall(), "exit_code": code}
+            finished["node"] = self.settings.node
+            try:
+                await leadership.write([(self.keys.run, dump(finished))])
+            except ClusterError as exc:
+                note(f"run {run_id} ended but its end was not recorded: {exc}")
+                return EXIT_FENCED
+            return code
+        finally:
+            await leadership.resign()
+
+    def _counts_as_done(self, run: dict[str, Any], now: float) -> bool:
+        """A finished run counts if it ended while this node was up, or within ``dedupe``."""
+        ended = run.get("finished_at")
+        if ended is None:
+            return False
+        return float(ended) >= self.started_at - 1.0 or now - float(ended) < self.settings.dedupe
+
+    async def _read(self, leadership: Leadership, call: Callable[[], Any]) -> Any:
+        """A read retried while this node leads. Raises ClusterError once it does not."""
+        while leadership.leading():
+            try:
+                return await call()
+            except Unavailable:
+                await asyncio.sleep(0.2)
+        raise ClusterError(f"leadership lost: {leadership.lost}")
+
+    async def _sync_history(self, run: dict[str, Any]) -> None:
+        """Copy the group's run from etcd into this node's run store (best effort)."""
+        from fanout.store import StoreError, open_store
+
+        run_id = str(run["run_id"])
+        try:
+            records = parse_run(
+                self.keys, run_id, await self.kv.get_prefix(self.keys.of_run(run_id))
+            )
+        except ClusterError as exc:
+            note(f"warning: run {run_id} not copied into the local run store: {exc}")
+            return
+        try:
+            with open_store(self.state_dir) as store:
+                load_records(store, records, run, self, finished=True)
+        except StoreError as exc:
+            note(f"warning: run {run_id} not copied into the local run store: {exc}")
+
+
+def load_records(
+    store: Store,
+    records: RunRecords,
+    run: dict[str, Any] | None,
+    node: Node,
+    *,
+    finished: bool,
+) -> bool:
+    """Write ``records`` into ``store``; True if the plan (RunStarted) was written.
+
+    A step another node ran keeps that node's log path as ``node:/path``.
+    """
+    from fanout.paths import step_log_path
+
+    run_id = records.run_id
+    detail = store.run_detail(run_id)
+    known = detail is not None and bool(detail.hosts)  # the runner has begun the run: no plan
+    me = node.settings.node
+
+    def remote_path(host: str, step: str) -> str | None:
+        rec = records.steps.get((host, step), {})
+        path, who = rec.get("log_path"), rec.get("node")
+        if path is None:
+            return None
+        return str(path) if who == me else f"{who}:{path}"
+
+    store.begin_run(
+        run_id=run_id,
+        inventory_path=str(node.inventory.path.resolve()),
+        inventory_sha256=node.inventory.sha256,
+        argv=list(node.options.argv),
+        log_path=remote_path,
+    )
+    with_plan = not known and records.plan is not None
+    for event in replay(records, run, with_plan=with_plan, finished=finished):
+        store.emit(event)
+    store.begin_run(  # this node's own steps from now on log here
+        run_id=run_id,
+        inventory_path=str(node.inventory.path.resolve()),
+        inventory_sha256=node.inventory.sha256,
+        argv=list(node.options.argv),
+        log_path=lambda host, step: str(step_log_path(node.state_dir, run_id, host, step)),
+    )
+    return with_plan or known
+
+
+class _StoreBehindPlan:
+    """The store, minus the RunStarted of a takeover whose plan was already copied in."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def emit(self, event: Event) -> None:
+        if not isinstance(event, RunStarted):
+            self._store.emit(event)
+
+
+class ClusterHook:
+    """The runner's ``RunHook`` for one leader's share of a run."""
+
+    def __init__(
+        self, node: Node, leadership: Leadership, run_id: str, records: RunRecords | None
+    ) -> None:
+        self.node = node
+        self.leadership = leadership
+        self.run_id = run_id
+        self.records = records
+        self.sink: CheckpointSink | None = None
+
+    def targets(self, inventory: Inventory, hosts: tuple[Host, ...]) -> list[Target]:
+        token = self.leadership.token
+        records = self.records
+        if records is None:
+            return [Target(h, render_host(inventory, h, self.run_id, token=token)) for h in hosts]
+        settings = self.node.settings
+        adopt = Adopt(
+            self.run_id,
+            stop=settings.adopt is AdoptPolicy.STOP,
+            grace=inventory.settings.cancel_grace,
+        )
+        planned = (
+            {h["name"]: tuple(h["steps"]) for h in records.plan.get("hosts", [])}
+            if records.plan is not None
+            else {h.name: h.steps for h in hosts}
+        )
+        done = records.finished_steps()
+        targets = []
+        for host in hosts:
+            todo = [s for s in planned.get(host.name, ()) if (host.name, s) not in done]
+            todo = [s for s in todo if s in host.steps]
+            if todo:
+                rendered = render_host(
+                    inventory, host, self.run_id, only=todo, adopt=adopt, token=token
+                )
+                targets.append(Target(host, rendered))
+        return targets
+
+    def wire(self, store: Store, token: CancelToken) -> list[EventSink]:
+        self.leadership.on_lost(lambda _why: token.cancel(CancelReason.LEADERSHIP_LOST))
+        recorder: EventSink = store
+        if self.records is not None and load_records(
+            store, self.records, None, self.node, finished=False
+        ):
+            recorder = _StoreBehindPlan(store)
+        from fanout.paths import step_log_path
+
+        state_dir, run_id = self.node.state_dir, self.run_id
+        self.sink = CheckpointSink(
+            self.leadership,
+            self.node.keys,
+            run_id,
+            self.node.settings.node,
+            lambda host, step: str(step_log_path(state_dir, run_id, host, step)),
+            write_plan=self.records is None or self.records.plan is None,
+        )
+        self.sink.start()
+        return [self.sink, recorder]
+
+    def exit_code(self, code: int) -> int:
+        if self.leadership.lost is not None:
+            return EXIT_FENCED
+        if (
+            code == 0
+            and self.records is not None
+            and any(r.get("status") == "failed" for r in self.records.steps.values())
+        ):
+            return 1  # the dead leader's share of the run had a failure
+        return code
+
+    async def close(self) -> bool:
+        """Write what is queued, stop the writer; False if leadership was lost first."""
+        if self.sink is None:
+            return self.leadership.leading()
+        flushed = await self.sink.flush()
+        await self.sink.close()
+        return flushed

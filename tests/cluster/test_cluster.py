@@ -1,0 +1,296 @@
+"""Cluster mode end to end: several real `fanout run` processes, a real 3-member etcd on
+loopback, the private sshd and the RMAN double. What ran remotely is read from the double's
+invocation records (each carries the leader's fencing token as FANOUT_TOKEN), never from
+fanout itself."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanout.model import Host
+from fanout.steps import BUILTIN_STEPS, FENCED_EXIT, render_step
+from tests.cluster.etcd import EtcdCluster
+from tests.system.sshd import (
+    REPO,
+    Background,
+    SshdServer,
+    configure_double,
+    fanout_argv,
+    fanout_env,
+    read_invocations,
+    remote_processes,
+    run_fanout,
+    wait_until,
+    write_inventory,
+)
+
+pytestmark = [pytest.mark.system, pytest.mark.cluster]
+
+STEPS = ("full", "archivelog", "controlfile")
+TTL = 2.0
+EXIT_FENCED = 76
+
+
+def cluster_inventory(
+    tmp_path: Path,
+    sshd: SshdServer,
+    oracle_home: Path,
+    etcd: EtcdCluster,
+    sids: tuple[str, ...],
+    **cluster: Any,
+) -> Path:
+    """An inventory in cluster mode; node name and state dir come from each node's env."""
+    settings = {
+        "state_dir": "${FANOUT_STATE}",
+        "cluster": {
+            "endpoints": etcd.endpoints,
+            "node": "${FANOUT_NODE}",
+            "group": "nightly",
+            "ttl": f"{TTL:g}s",
+            "request_timeout": "1s",
+            **cluster,
+        },
+    }
+    return write_inventory(tmp_path, sshd, oracle_home, [{"sid": s} for s in sids], settings)
+
+
+def node_env(tmp_path: Path, name: str) -> dict[str, str]:
+    env = fanout_env(tmp_path / name)
+    env.update(FANOUT_NODE=name, FANOUT_STATE=str(tmp_path / name / "state"))
+    return env
+
+
+@contextmanager
+def nodes(tmp_path: Path, inventory: Path, *names: str) -> Iterator[dict[str, Background]]:
+    """``fanout run INVENTORY --batch`` started at once on each named node; killed on exit."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                Background(
+                    fanout_argv("run", inventory, "--batch"),
+                    cwd=REPO,
+                    env=node_env(tmp_path, name),
+                )
+            )
+            for name in names
+        }
+
+
+def leader_of(running: Mapping[str, Background], word: str = "leading run") -> str:
+    """The node whose stderr says ``word`` (waits, bounded)."""
+    return wait_until(
+        lambda: next((n for n, b in running.items() if word in b.stderr), None),
+        30,
+        what=f"a node {word!r}",
+    )
+
+
+def starts(oracle_home: Path) -> list[dict[str, Any]]:
+    return [r for r in read_invocations(oracle_home) if r["event"] == "start"]
+
+
+def successes(oracle_home: Path) -> Counter[tuple[str, str]]:
+    return Counter(
+        (r["sid"], r["step"])
+        for r in read_invocations(oracle_home)
+        if r["event"] == "end" and r["status"] == 0
+    )
+
+
+def token_of(record: Mapping[str, Any]) -> int:
+    return int(record["env"]["FANOUT_TOKEN"])
+
+
+def assert_never_two_at_once(oracle_home: Path) -> None:
+    """No database ever had two double rman running at the same time."""
+    by_pid: dict[int, dict[str, Any]] = {}
+    for record in read_invocations(oracle_home):
+        by_pid.setdefault(record["pid"], {}).update(record)
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for rec in by_pid.values():
+        spans.setdefault(rec["sid"], []).append((rec["start"], rec.get("end", float("inf"))))
+    for sid, intervals in spans.items():
+        intervals.sort()
+        for (_, end), (start, _) in itertools.pairwise(intervals):
+            assert start >= end, f"{sid}: two rman at once ({intervals})"
+
+
+def show(tmp_path: Path, node: str) -> dict[str, Any]:
+    result = run_fanout(tmp_path / node, "show", "--json", "--state-dir", tmp_path / node / "state")
+    assert result.returncode == 0, result.stderr
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown
+
+
+def test_three_nodes_started_together_make_exactly_one_run(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """Three nodes started at once: one leads, every step runs once, the standbys say who
+    leads, exit 0 with nothing to do, and `show` on a standby shows the whole run."""
+    configure_double(oracle_home, {"*": {"seconds": 0.3}})
+    sids = ("T1", "T2")
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
+    with nodes(tmp_path, inventory, "n1", "n2", "n3") as running:
+        results = {name: b.finish(60) for name, b in running.items()}
+    leaders = [n for n, (_, _, err) in results.items() if "leading run" in err]
+    assert len(leaders) == 1, {n: r[2] for n, r in results.items()}
+    (leader,) = leaders
+    for name, (status, _, err) in results.items():
+        assert status == 0, err
+        if name != leader:
+            assert f"standing by: node {leader} leads group nightly" in err
+            assert "nothing to do: run " in err
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    standby = next(n for n in results if n != leader)
+    shown = show(tmp_path, standby)
+    statuses = {(h["name"], s["step"]): s["status"] for h in shown["hosts"] for s in h["steps"]}
+    assert statuses == {(s.lower(), step): "ok" for s in sids for step in STEPS}
+    logs = {s["log_path"] for h in shown["hosts"] for s in h["steps"]}
+    assert all(path.startswith(f"{leader}:") for path in logs), logs  # which node ran it
+    assert shown["run"]["outcome"] == "ok"
+
+
+def test_kill_9_of_the_leader_a_standby_takes_over_the_same_run(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """kill -9 of the leader mid-run: a standby takes over within TTL + 2 s (plus slack for a
+    loaded machine), continues the same run id, and every step ends ok exactly once on the hosts;
+    nothing is left running."""
+    configure_double(oracle_home, {"*": {"seconds": 1.0}})
+    sids = ("K1", "K2", "K3")
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
+    with nodes(tmp_path, inventory, "n1", "n2", "n3") as running:
+        leader = leader_of(running)
+        wait_until(lambda: len(successes(oracle_home)) >= 3, 30, what="three finished steps")
+        run_id = json.loads(etcd.get("/fanout/nightly/run") or "{}")["run_id"]
+        running[leader].proc.kill()
+        killed = time.monotonic()
+        others = {n: b for n, b in running.items() if n != leader}
+        new_leader = leader_of(others, "taking over run")
+        took = time.monotonic() - killed
+        results = {n: b.finish(60) for n, b in others.items()}
+    assert took < TTL + 2 + 3, f"takeover after {took:.1f}s"
+    assert f"taking over run {run_id}" in results[new_leader][2]
+    assert results[new_leader][0] == 0, results[new_leader][2]
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    assert not remote_processes(oracle_home)
+    assert_never_two_at_once(oracle_home)
+    shown = show(tmp_path, new_leader)
+    assert shown["run"]["run_id"] == run_id
+    assert {s["status"] for h in shown["hosts"] for s in h["steps"]} == {"ok"}
+
+
+def test_a_frozen_leader_is_replaced_and_on_waking_starts_nothing_and_stops_its_work(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """SIGSTOP the leader mid-step (cut off from etcd): the standby takes over; on SIGCONT the
+    old leader starts no step, stops its still-running rman and exits 76; no database ever has
+    two rman at once; every step ends ok exactly once."""
+    configure_double(oracle_home, {"*": {"seconds": 0.3, "full": {"seconds": 8}}})
+    sids = ("P1", "P2")
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
+    with nodes(tmp_path, inventory, "n1", "n2") as running:
+        old = leader_of(running)
+        wait_until(lambda: len(starts(oracle_home)) >= 2, 30, what="both full backups")
+        old_token = token_of(starts(oracle_home)[0])
+        os.kill(running[old].pid, signal.SIGSTOP)
+        try:
+            new = leader_of({n: b for n, b in running.items() if n != old}, "taking over run")
+            resumed = time.time()
+        finally:
+            os.kill(running[old].pid, signal.SIGCONT)
+        old_status, _, old_err = running[old].finish(30)
+        new_status, _, new_err = running[new].finish(60)
+    assert old_status == EXIT_FENCED, old_err
+    assert "lost leadership of run" in old_err
+    assert new_status == 0, new_err
+    records = read_invocations(oracle_home)
+    assert not [r for r in records if r["event"] == "start" and token_of(r) == old_token
+                and r["start"] > resumed], "the deposed leader started a step"  # fmt: skip
+    stopped = [r for r in records if r["event"] == "end" and token_of(r) == old_token]
+    assert {r["ended"] for r in stopped} == {"SIGINT"}, stopped  # its rman, stopped cleanly
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    assert all(token_of(r) > old_token for r in records if r["event"] == "end" and r["status"] == 0)
+    assert_never_two_at_once(oracle_home)
+    assert not remote_processes(oracle_home)
+
+
+def test_losing_one_etcd_member_even_the_raft_leader_needs_no_takeover(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """kill -9 of etcd's raft leader mid-run: the run goes on under the same leader, exit 0."""
+    configure_double(oracle_home, {"*": {"seconds": 0.6}})
+    sids = ("E1", "E2")
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
+    with nodes(tmp_path, inventory, "n1", "n2") as running:
+        leader = leader_of(running)
+        wait_until(lambda: len(successes(oracle_home)) >= 1, 30, what="a finished step")
+        etcd.kill(etcd.raft_leader())
+        results = {n: b.finish(60) for n, b in running.items()}
+    assert results[leader][0] == 0, results[leader][2]
+    assert not any("taking over" in err for _, _, err in results.values())
+    assert all(status == 0 for status, _, _ in results.values())
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    tokens = {token_of(r) for r in starts(oracle_home)}
+    assert len(tokens) == 1
+
+
+def test_a_late_node_inside_the_dedupe_window_starts_nothing(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """A node whose cron fires after the run finished (inside the dedupe window) starts nothing
+    and exits 0 naming the run; its run store then holds that run."""
+    configure_double(oracle_home, {"*": {"seconds": 0.1}})
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, ("L1",), dedupe="1h")
+    with nodes(tmp_path, inventory, "n1") as running:
+        status, _, err = running["n1"].finish(30)
+    assert status == 0, err
+    ran = len(read_invocations(oracle_home))
+    with nodes(tmp_path, inventory, "n2") as running:
+        status, _, err = running["n2"].finish(30)
+    assert status == 0, err
+    assert "nothing to do: run " in err
+    assert len(read_invocations(oracle_home)) == ran
+    assert show(tmp_path, "n2")["run"]["outcome"] == "ok"
+
+
+def test_a_deposed_leaders_token_cannot_start_a_step_where_a_newer_one_ran(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path
+) -> None:
+    """The per-database lock records the token: once a step with token 9 ran on a database, the
+    same step rendered with the older token 5 exits 76 on the host without starting rman."""
+    configure_double(oracle_home, {"*": {"seconds": 0.1}})
+    host = Host(
+        name="f1",
+        address=sshd.host,
+        priority=1,
+        oracle_sid="F1",
+        oracle_home=str(oracle_home),
+        lock_dir=str(oracle_home),
+    )
+    full = BUILTIN_STEPS["full"]
+
+    def run_with(token: int) -> Any:
+        step = render_step(host, full, "20261201T000000Z-abcd", token=token)
+        return sshd.ssh(step.command, step.stdin)
+
+    assert run_with(9).returncode == 0
+    assert [token_of(r) for r in starts(oracle_home)] == [9]
+    deposed = run_with(5)
+    assert deposed.returncode == FENCED_EXIT
+    assert "fanout: fenced: leader token 5 is older than 9" in deposed.stderr
+    assert [token_of(r) for r in starts(oracle_home)] == [9]  # rman never started
+    assert not (oracle_home / "fanout-F1.lock").exists()  # and the lock was released
+    assert run_with(12).returncode == 0
+    assert [token_of(r) for r in starts(oracle_home)] == [9, 12]
