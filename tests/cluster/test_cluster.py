@@ -294,3 +294,30 @@ def test_a_deposed_leaders_token_cannot_start_a_step_where_a_newer_one_ran(
     assert not (oracle_home / "fanout-F1.lock").exists()  # and the lock was released
     assert run_with(12).returncode == 0
     assert [token_of(r) for r in starts(oracle_home)] == [9, 12]
+
+
+def test_quorum_loss_fences_the_leader_and_nobody_takes_over(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """Two of three etcd members gone mid-run: the leader stops its remote work by its local
+    deadline and exits 76; the standby never leads and gives up after unavailable_after (69)."""
+    configure_double(oracle_home, {"*": {"seconds": 0.2, "full": {"seconds": 20}}})
+    inventory = cluster_inventory(
+        tmp_path, sshd, oracle_home, etcd, ("Q1",), unavailable_after="3s"
+    )
+    with nodes(tmp_path, inventory, "n1", "n2") as running:
+        leader = leader_of(running)
+        standby = next(n for n in running if n != leader)
+        wait_until(lambda: starts(oracle_home), 30, what="the full backup")
+        wait_until(lambda: "standing by" in running[standby].stderr, 10, what="the standby")
+        for member in etcd.members[:2]:
+            etcd.kill(member)
+        leader_status, _, leader_err = running[leader].finish(30)
+        standby_status, _, standby_err = running[standby].finish(30)
+    assert leader_status == EXIT_FENCED, leader_err
+    assert "lost leadership of run" in leader_err
+    assert standby_status == 69, standby_err
+    assert "cluster unavailable for" in standby_err
+    ends = [r for r in read_invocations(oracle_home) if r["event"] == "end"]
+    assert [r["ended"] for r in ends] == ["SIGINT"]
+    assert not remote_processes(oracle_home)
