@@ -18,7 +18,6 @@ difference of the medians of wall time and of fanout's own CPU time, divided by 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import statistics
 import sys

@@ -188,7 +188,21 @@ class EtcdKV:
         kvs = reply.responses[0].response_range.kvs
         return False, _entry(kvs[0]) if kvs else None
 
-    async def put_fenced(self, guard: str, token: int, puts: Sequence[tuple[str, bytes]]) -> bool:
+    async def put_fenced(
+        self,
+        guard: str,
+        token: int,
+        puts: Sequence[tuple[str, bytes]],
+        delete_prefixes: Sequence[str] = (),
+    ) -> bool:
+        deletes = [
+            rpc.RequestOp(
+                request_delete_range=rpc.DeleteRangeRequest(
+                    key=prefix.encode(), range_end=_prefix_end(prefix.encode())
+                )
+            )
+            for prefix in delete_prefixes
+        ]
         request = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -199,7 +213,11 @@ class EtcdKV:
                 )
             ],
             success=[
-                rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v)) for k, v in puts
+                *(
+                    rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v))
+                    for k, v in puts
+                ),
+                *deletes,
             ],
         )
         reply = await self._call(

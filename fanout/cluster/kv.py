@@ -61,8 +61,15 @@ class KV(Protocol):
         """
         ...
 
-    async def put_fenced(self, guard: str, token: int, puts: Sequence[tuple[str, bytes]]) -> bool:
-        """Apply ``puts`` in one transaction if ``guard``'s create revision is ``token``."""
+    async def put_fenced(
+        self,
+        guard: str,
+        token: int,
+        puts: Sequence[tuple[str, bytes]],
+        delete_prefixes: Sequence[str] = (),
+    ) -> bool:
+        """Apply ``puts`` and delete every key under ``delete_prefixes``, in one transaction,
+        if ``guard``'s create revision is ``token``."""
         ...
 
     async def close(self) -> None: ...

@@ -141,7 +141,9 @@ class Leadership:
 
     # ------------------------------------------------------------ writes
 
-    async def write(self, puts: Sequence[tuple[str, bytes]]) -> None:
+    async def write(
+        self, puts: Sequence[tuple[str, bytes]], delete_prefixes: Sequence[str] = ()
+    ) -> None:
         """Apply ``puts`` fenced by this node's token, retrying transient errors until the
         deadline (the writes are idempotent). Raises Fenced (after ``lose``) if refused or
         once leadership is lost."""
@@ -150,7 +152,7 @@ class Leadership:
                 raise Fenced(f"not leading: {self.lost}")
             try:
                 async with asyncio.timeout(max(0.05, self.deadline - self._clock())):
-                    applied = await self.kv.put_fenced(self.key, self.token, puts)
+                    applied = await self.kv.put_fenced(self.key, self.token, puts, delete_prefixes)
             except (Unavailable, TimeoutError):
                 await asyncio.sleep(RETRY_DELAY)
                 continue

@@ -78,13 +78,22 @@ class MemoryKV:
             return False, self._data[key]
         return True, self._put(key, value, lease)
 
-    async def put_fenced(self, guard: str, token: int, puts: Sequence[tuple[str, bytes]]) -> bool:
+    async def put_fenced(
+        self,
+        guard: str,
+        token: int,
+        puts: Sequence[tuple[str, bytes]],
+        delete_prefixes: Sequence[str] = (),
+    ) -> bool:
         self._check()
         held = self._data.get(guard)
         if held is None or held.create_revision != token:
             return False
         for key, value in puts:
             self._put(key, value)
+        for prefix in delete_prefixes:
+            for key in [k for k in self._data if k.startswith(prefix)]:
+                del self._data[key]
         return True
 
     async def close(self) -> None:

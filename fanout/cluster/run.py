@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -73,6 +74,10 @@ async def _main(
         await kv.close()
 
 
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
 def note(message: str) -> None:
     print(f"fanout: {message}", file=sys.stderr, flush=True)
 
@@ -109,7 +114,32 @@ class Node:
     async def run(self) -> int:
         """Campaign until this node led (or found nothing to do). Bounded by the group's run:
         each round waits for the current leader key to go away; etcd unreachable for
-        ``unavailable_after`` ends it with EXIT_CLUSTER_UNAVAILABLE."""
+        ``unavailable_after`` ends it with EXIT_CLUSTER_UNAVAILABLE.
+
+        SIGINT/SIGTERM before this node leads end it with 130/143 (while it leads, the run's
+        own handlers take over: they fire the cancel token as in a local run)."""
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        stopped: list[int] = []
+
+        def on_signal(code: int) -> None:
+            if not stopped:
+                stopped.append(code)
+                main.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_signal, EXIT_SIGINT)
+        loop.add_signal_handler(signal.SIGTERM, on_signal, EXIT_SIGTERM)
+        try:
+            return await self._campaign_until_done()
+        except asyncio.CancelledError:
+            if not stopped:
+                raise
+            note(f"stopped by {'SIGINT' if stopped[0] == EXIT_SIGINT else 'SIGTERM'} "
+                 "before this node started any step")  # fmt: skip
+            return stopped[0]
+
+    async def _campaign_until_done(self) -> int:
         unreachable_since: float | None = None
         announced: int | None = None
         seen: dict[tuple[str, str], str] = {}
@@ -204,15 +234,21 @@ class Node:
                     records = parse_run(self.keys, run_id, entries)
                 else:
                     run_id = new_run_id()
+                    # etcd keeps the records of this run and the one before it (a late node
+                    # or a standby copies the last one); older ones go in the same write.
+                    previous = run.get("run_id") if run is not None else None
+                    older = run.get("previous") if run is not None else None
                     run = {
                         "run_id": run_id,
+                        "previous": previous,
                         "node": self.settings.node,
                         "started_at": now,
                         "finished_at": None,
                         "exit_code": None,
                         "inventory_sha256": self.inventory.sha256,
                     }
-                    await leadership.write([(self.keys.run, dump(run))])
+                    stale = [self.keys.of_run(str(older))] if older else []
+                    await leadership.write([(self.keys.run, dump(run))], stale)
                 continuation = {
                     "node": self.settings.node,
                     "pid": os.getpid(),

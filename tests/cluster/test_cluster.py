@@ -321,3 +321,62 @@ def test_quorum_loss_fences_the_leader_and_nobody_takes_over(
     ends = [r for r in read_invocations(oracle_home) if r["event"] == "end"]
     assert [r["ended"] for r in ends] == ["SIGINT"]
     assert not remote_processes(oracle_home)
+
+
+async def test_the_etcd_adapter_campaigns_fences_prunes_and_reports_unavailable(
+    etcd: EtcdCluster,
+) -> None:
+    """EtcdKV against the real cluster: one leader per key, tokens that grow, a fenced write
+    refused for a stale token, prefix deletes in the same transaction, a member down ridden
+    through, and Unavailable (never a hang) once quorum is gone."""
+    from fanout.cluster.etcd import open_kv
+    from fanout.cluster.kv import Unavailable
+    from fanout.cluster.leader import Holder, Leadership, campaign
+    from fanout.model import ClusterSettings
+
+    settings = ClusterSettings(
+        endpoints=tuple(etcd.endpoints), node="t", group="g", ttl=2.0, request_timeout=1.0
+    )
+    kv = open_kv(settings)
+    try:
+        first = await campaign(kv, "/t/leader", "a", 1, 2)
+        assert isinstance(first, Leadership)
+        second = await campaign(kv, "/t/leader", "b", 2, 2)
+        assert isinstance(second, Holder)
+        assert (second.node, second.token) == ("a", first.token)
+        await first.write([("/t/runs/r1/x", b"1"), ("/t/runs/r2/x", b"2")])
+        await first.write([("/t/run", b"r2")], ["/t/runs/r1/"])
+        assert etcd.get_prefix("/t/runs/") == {"/t/runs/r2/x": "2"}
+        await kv.revoke(first.lease)
+        third = await campaign(kv, "/t/leader", "a", 1, 2)
+        assert isinstance(third, Leadership)
+        assert third.token > first.token
+        assert not await kv.put_fenced("/t/leader", first.token, [("/t/run", b"stale")])
+        assert etcd.get("/t/run") == "r2"
+        etcd.kill(etcd.members[0])  # the endpoint tried first
+        assert await kv.get("/t/run") is not None
+        etcd.kill(etcd.members[1])
+        with pytest.raises(Unavailable):
+            await kv.get("/t/run")
+    finally:
+        await kv.close()
+
+
+def test_sigterm_to_a_standby_ends_it_alone(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """SIGTERM to a standing-by node: it exits 143 with one line, the leader's run goes on."""
+    configure_double(oracle_home, {"*": {"seconds": 0.5}})
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, ("S1",))
+    with nodes(tmp_path, inventory, "n1", "n2") as running:
+        leader = leader_of(running)
+        standby = next(n for n in running if n != leader)
+        wait_until(lambda: "standing by" in running[standby].stderr, 10, what="the standby")
+        running[standby].proc.send_signal(signal.SIGTERM)
+        status, _, err = running[standby].finish(10)
+        leader_status, _, leader_err = running[leader].finish(30)
+    assert status == 143, err
+    assert err.splitlines()[-1] == "fanout: stopped by SIGTERM before this node started any step"
+    assert "Traceback" not in err
+    assert leader_status == 0, leader_err
+    assert successes(oracle_home) == Counter({("S1", step): 1 for step in STEPS})
