@@ -192,7 +192,8 @@ class Node:
         records = parse_run(
             self.keys, run["run_id"], await self.kv.get_prefix(self.keys.of_run(run["run_id"]))
         )
-        for (host, step), rec in sorted(records.steps.items()):
+        by_time = sorted(records.steps.items(), key=lambda kv: kv[1].get("started_at") or 0.0)
+        for (host, step), rec in by_time:
             status = str(rec.get("status"))
             if seen.get((host, step)) != status:
                 seen[(host, step)] = status
