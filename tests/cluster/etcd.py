@@ -52,12 +52,52 @@ class Member:
         return f"127.0.0.1:{self.client_port}"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """PEM files: a CA, the server's certificate (SAN 127.0.0.1) and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls(workdir: Path) -> Tls:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    ca, ca_key = workdir / "ca.pem", workdir / "ca-key.pem"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+            "-subj", "/CN=fanout-test-ca")  # fmt: skip
+    paths = {}
+    extensions = {"server": "subjectAltName=IP:127.0.0.1", "client": "extendedKeyUsage=clientAuth"}
+    for name, ext in extensions.items():
+        key, csr, cert = (workdir / f"{name}{s}" for s in ("-key.pem", ".csr", ".pem"))
+        openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        extfile = workdir / f"{name}.ext"
+        extfile.write_text(ext + "\n")
+        signing = ("-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2")
+        openssl("x509", "-req", "-in", str(csr), *signing, "-out", str(cert), "-extfile", extfile)
+        paths[name] = (cert, key)
+    return Tls(ca, *paths["server"], *paths["client"])
+
+
 @dataclass
 class EtcdCluster:
     members: list[Member]
     token: str
     state: str = "new"
     _initial: str = field(default="")
+    tls: Tls | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def endpoints(self) -> list[str]:
@@ -68,8 +108,8 @@ class EtcdCluster:
             str(ETCD),
             "--name", member.name,
             "--data-dir", str(member.data_dir),
-            "--listen-client-urls", f"http://{member.endpoint}",
-            "--advertise-client-urls", f"http://{member.endpoint}",
+            "--listen-client-urls", f"{self.scheme}://{member.endpoint}",
+            "--advertise-client-urls", f"{self.scheme}://{member.endpoint}",
             "--listen-peer-urls", f"http://127.0.0.1:{member.peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.peer_port}",
             "--initial-cluster", self._initial,
@@ -78,6 +118,13 @@ class EtcdCluster:
             "--heartbeat-interval", "10",
             "--election-timeout", "100",
         ]  # fmt: skip
+        if self.tls is not None:
+            argv += [
+                "--cert-file", str(self.tls.server_cert),
+                "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
         with member.log.open("ab") as log:
             member.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -91,8 +138,13 @@ class EtcdCluster:
 
     def etcdctl(self, *args: str, endpoints: list[str] | None = None) -> str:
         env = {**os.environ, "ETCDCTL_API": "3"}
+        tls = []
+        if self.tls is not None:
+            tls = [f"--cacert={self.tls.ca}", f"--cert={self.tls.client_cert}",
+                   f"--key={self.tls.client_key}"]  # fmt: skip
+        urls = [f"{self.scheme}://{e}" for e in endpoints or self.endpoints]
         result = subprocess.run(
-            [str(ETCDCTL), "--endpoints", ",".join(endpoints or self.endpoints), *args],
+            [str(ETCDCTL), "--endpoints", ",".join(urls), *tls, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -121,7 +173,7 @@ class EtcdCluster:
         status = json.loads(out)
         for entry in status:
             if entry["Status"]["header"]["member_id"] == entry["Status"]["leader"]:
-                endpoint = entry["Endpoint"].removeprefix("http://")
+                endpoint = entry["Endpoint"].split("://")[-1]
                 return next(m for m in self.members if m.endpoint == endpoint)
         raise RuntimeError(f"no raft leader in {out}")
 
@@ -140,7 +192,7 @@ class EtcdCluster:
         }
 
 
-def start_cluster(workdir: Path, members: int = 3) -> EtcdCluster:
+def start_cluster(workdir: Path, members: int = 3, tls: Tls | None = None) -> EtcdCluster:
     """Start ``members`` etcd members on free loopback ports; wait (bounded) until healthy.
 
     Raises RuntimeError (after killing what started) if it is not healthy in time."""
@@ -156,7 +208,7 @@ def start_cluster(workdir: Path, members: int = 3) -> EtcdCluster:
         )
         for i in range(members)
     ]
-    cluster = EtcdCluster(nodes, token=f"fanout-test-{os.getpid()}-{ports[0]}")
+    cluster = EtcdCluster(nodes, token=f"fanout-test-{os.getpid()}-{ports[0]}", tls=tls)
     cluster._initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in nodes)
     for member in nodes:
         cluster.start_member(member)

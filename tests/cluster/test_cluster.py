@@ -380,3 +380,55 @@ def test_sigterm_to_a_standby_ends_it_alone(
     assert "Traceback" not in err
     assert leader_status == 0, leader_err
     assert successes(oracle_home) == Counter({("S1", step): 1 for step in STEPS})
+
+
+async def test_tls_with_a_client_certificate_and_user_password_come_from_files(
+    tmp_path: Path,
+) -> None:
+    """A TLS etcd that requires client certificates is reached with ca/cert/key files; with
+    authentication on, the password comes from password_file; a wrong one fails with one line
+    that does not contain it; without the client certificate nothing gets through."""
+    from fanout.cluster.etcd import open_kv
+    from fanout.cluster.kv import ClusterError
+    from fanout.model import ClusterSettings
+    from tests.cluster.etcd import ETCD, make_tls, start_cluster, stop_cluster
+
+    if not os.access(ETCD, os.X_OK):
+        pytest.skip(f"{ETCD} not found")
+    tls = make_tls(tmp_path / "tls")
+    etcd = start_cluster(tmp_path / "etcd", members=1, tls=tls)
+    try:
+        etcd.etcdctl("user", "add", "root:s3cret-pw")
+        etcd.etcdctl("auth", "enable")
+        (tmp_path / "pw").write_text("s3cret-pw\n")
+        (tmp_path / "bad").write_text("wrong-pw\n")
+        base = ClusterSettings(
+            endpoints=tuple(etcd.endpoints), node="t", group="g", request_timeout=2.0,
+            ca_file=tls.ca, cert_file=tls.client_cert, key_file=tls.client_key,
+        )  # fmt: skip
+        from dataclasses import replace
+
+        kv = open_kv(replace(base, user="root", password_file=tmp_path / "pw"))
+        try:
+            lease, _ = await kv.grant(5)
+            created, _ = await kv.create("/g/leader", b"x", lease)
+            assert created
+        finally:
+            await kv.close()
+        bad = open_kv(replace(base, user="root", password_file=tmp_path / "bad"))
+        try:
+            with pytest.raises(ClusterError) as caught:
+                await bad.get("/g/leader")
+            assert "authentication failed" in str(caught.value)
+            assert "wrong-pw" not in str(caught.value)
+            assert "\n" not in str(caught.value)
+        finally:
+            await bad.close()
+        anonymous = open_kv(replace(base, cert_file=None, key_file=None))
+        try:
+            with pytest.raises(ClusterError):
+                await anonymous.get("/g/leader")
+        finally:
+            await anonymous.close()
+    finally:
+        stop_cluster(etcd)
