@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -209,7 +208,7 @@ class CheckpointSink:
     async def flush(self) -> bool:
         """Wait until everything queued is written; False if leadership was lost first."""
         while self._leadership.leading():
-            left = self._leadership.deadline - time.monotonic()
+            left = self._leadership.remaining()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, left)):
                     await self._idle.wait()

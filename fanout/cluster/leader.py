@@ -4,7 +4,7 @@
   it does not exist. The winner's **fencing token** is the key's create revision: etcd
   revisions only grow, so a later leader always has a larger token, even on the same machine.
 - **Keepalive**: renew every ttl/3; after an error retry every 0.2 s (an etcd leader change
-  stalls calls for up to the request deadline). The **local deadline** is the monotonic time
+  stalls calls for up to the request deadline). The **local deadline** is the steady-clock time
   taken *before* a successful renewal plus the TTL it returned, minus a margin
   (min(1 s, ttl/4)): the lease cannot expire on etcd before it, so no other node can lead
   while this one is inside its deadline.
@@ -28,6 +28,18 @@ from dataclasses import dataclass
 from fanout.cluster.kv import KV, ClusterError, Entry, Fenced, Unavailable
 
 RETRY_DELAY = 0.2
+
+
+def steady_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended.
+
+    Linux's CLOCK_MONOTONIC stops during a suspend: a leader waking from one would think its
+    deadline still ahead. CLOCK_BOOTTIME does not stop; elsewhere, the monotonic clock.
+    """
+    return time.clock_gettime(_BOOTTIME)
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def margin_for(ttl: float) -> float:
@@ -64,7 +76,7 @@ class Leadership:
         ttl: int,
         deadline: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = steady_clock,
     ) -> None:
         self.kv = kv
         self.key = key
@@ -85,6 +97,10 @@ class Leadership:
         if self.lost is None and self._clock() >= self.deadline:
             self.lose("the lease was not renewed before the local deadline")
         return self.lost is None
+
+    def remaining(self) -> float:
+        """Seconds left before the local deadline (negative once past it)."""
+        return self.deadline - self._clock()
 
     def on_lost(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(why)`` once, when leadership is lost (at once if it already is)."""
@@ -180,7 +196,7 @@ async def campaign(
     pid: int,
     ttl: float,
     *,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = steady_clock,
     wall: Callable[[], float] = time.time,
 ) -> Leadership | Holder:
     """Try once to become leader: a ``Leadership`` (not yet started) or who holds the key.
