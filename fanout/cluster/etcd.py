@@ -70,6 +70,9 @@ class EtcdKV:
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._current = 0
+        # renew_blocking's own (synchronous) channels: used only by the keepalive thread
+        self._sync_channels: dict[int, grpc.Channel] = {}
+        self._sync_current = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -119,6 +122,53 @@ class EtcdKV:
     def _kv(self, channel: grpc.aio.Channel) -> Any:
         return rpc.KVStub(channel)
 
+    # ------------------------------------------------------------------ the keepalive thread
+
+    def renew_blocking(self, lease: int, timeout: float) -> int:
+        """Renew ``lease`` (its TTL now; 0: gone) from a thread of its own: blocking, on
+        separate synchronous channels, so a busy event loop (a slow disk under the run store)
+        cannot starve the renewals.
+
+        Raises Unavailable or ClusterError like every call."""
+        last: grpc.RpcError | None = None
+        for _ in range(len(self._endpoints)):
+            index = self._sync_current
+            channel = self._sync_channels.get(index)
+            if channel is None:
+                target = self._endpoints[index]
+                channel = (
+                    grpc.secure_channel(target, self._credentials)
+                    if self._credentials is not None
+                    else grpc.insecure_channel(target)
+                )
+                self._sync_channels[index] = channel
+            try:
+                if self._user is not None and self._metadata is None:
+                    request = rpc.AuthenticateRequest(name=self._user, password=self._password)
+                    reply = rpc.AuthStub(channel).Authenticate(request, timeout=timeout)
+                    self._metadata = (("token", reply.token),)
+                replies = rpc.LeaseStub(channel).LeaseKeepAlive(
+                    iter([rpc.LeaseKeepAliveRequest(ID=lease)]),
+                    timeout=timeout,
+                    metadata=self._metadata,
+                )
+                for reply in replies:
+                    replies.cancel()
+                    return int(reply.TTL)
+                return 0
+            except grpc.RpcError as exc:
+                last = exc
+                code = exc.code()  # a grpc.Call in practice
+                if code is grpc.StatusCode.UNAUTHENTICATED and self._user is not None:
+                    self._metadata = None
+                    continue
+                if code not in _TRANSIENT:
+                    raise ClusterError(f"etcd {self._endpoints[index]}: {exc}") from exc
+                self._sync_current = (index + 1) % len(self._endpoints)
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    break
+        raise Unavailable(f"etcd unavailable ({', '.join(self._endpoints)}): {last}")
+
     # ------------------------------------------------------------------ KV
 
     async def grant(self, ttl: int) -> tuple[int, int]:
@@ -128,18 +178,6 @@ class EtcdKV:
             )
         )
         return int(reply.ID), int(reply.TTL)
-
-    async def keepalive(self, lease: int) -> int:
-        async def renew(ch: grpc.aio.Channel, md: Any) -> int:
-            call = rpc.LeaseStub(ch).LeaseKeepAlive(
-                iter([rpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self._timeout, metadata=md
-            )
-            async for reply in call:
-                call.cancel()
-                return int(reply.TTL)
-            return 0
-
-        return await self._call(renew)
 
     async def revoke(self, lease: int) -> None:
         try:
@@ -229,6 +267,9 @@ class EtcdKV:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
+        sync_channels, self._sync_channels = list(self._sync_channels.values()), {}
+        for sync_channel in sync_channels:
+            sync_channel.close()
 
 
 def _entry(kv: Any) -> Entry:

@@ -40,8 +40,9 @@ class KV(Protocol):
         """A new lease: (id, granted TTL in seconds)."""
         ...
 
-    async def keepalive(self, lease: int) -> int:
-        """Renew ``lease``; its TTL now (0: it has expired and its keys are gone)."""
+    def renew_blocking(self, lease: int, timeout: float) -> int:
+        """Renew ``lease``: its TTL now (0: it has expired and its keys are gone). Blocking,
+        for the keepalive thread (safe beside the loop's calls); ``timeout`` in seconds."""
         ...
 
     async def revoke(self, lease: int) -> None:

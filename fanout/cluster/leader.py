@@ -1,13 +1,13 @@
-"""Leadership over a ``KV``: campaign, keepalive, the local deadline, fenced writes. Pure asyncio.
+"""Leadership over a ``KV``: campaign, keepalive, the local deadline, fenced writes.
 
 - **Campaign**: grant a lease of ``ttl`` seconds, then create the leader key bound to it if
   it does not exist. The winner's **fencing token** is the key's create revision: etcd
   revisions only grow, so a later leader always has a larger token, even on the same machine.
-- **Keepalive**: renew every ttl/3; after an error retry every 0.2 s (an etcd leader change
-  stalls calls for up to the request deadline). The **local deadline** is the steady-clock time
-  taken *before* a successful renewal plus the TTL it returned, minus a margin
-  (min(1 s, ttl/4)): the lease cannot expire on etcd before it, so no other node can lead
-  while this one is inside its deadline.
+- **Keepalive** (a thread of its own): renew every ttl/3; after an error retry every 0.2 s
+  (an etcd leader change stalls calls for up to the request deadline). The **local
+  deadline** is the steady-clock time taken *before* a successful renewal plus the TTL it
+  returned, minus a margin (min(1 s, ttl/4)): the lease cannot expire on etcd before it, so
+  no other node can lead while this one is inside its deadline.
 - **Losing it**: past the deadline, on a refused fenced write or on an expired lease,
   ``lose(why)`` runs once: the callbacks (the runner's cancel token) fire and
   ``leading()`` is False from then on. ``leading()`` also compares the clock itself, so a
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Leadership:
         ttl: int,
         deadline: float,
         *,
+        request_timeout: float = 2.0,
         clock: Callable[[], float] = steady_clock,
     ) -> None:
         self.kv = kv
@@ -89,6 +91,10 @@ class Leadership:
         self._margin = margin_for(ttl)
         self._callbacks: list[Callable[[str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._request_timeout = request_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ state
 
@@ -119,12 +125,19 @@ class Leadership:
     # ------------------------------------------------------------ tasks
 
     def start(self) -> None:
-        """Start the keepalive loop and the deadline watchdog (stopped by ``stop``)."""
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._keep_alive(), name="cluster-keepalive"),
-            loop.create_task(self._watchdog(), name="cluster-watchdog"),
-        ]
+        """Start the keepalive thread and the deadline watchdog (stopped by ``stop``).
+
+        Renewals run in a thread of their own (``KV.renew_blocking``), so a loop busy with
+        synchronous work (the run store's fsyncs, a burst of output) never costs the lease;
+        a loss it detects is handed to the loop, where the callbacks run.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep_alive, name="cluster-keepalive", daemon=True
+        )
+        self._thread.start()
+        self._tasks = [self._loop.create_task(self._watchdog(), name="cluster-watchdog")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -133,27 +146,41 @@ class Leadership:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._thread is not None:
+            self._stopping.set()
+            await asyncio.to_thread(self._thread.join, self._request_timeout + 1.0)
+            self._thread = None
 
     async def _watchdog(self) -> None:
         while self.leading():  # noqa: ASYNC110 - the deadline moves with every renewal
             await asyncio.sleep(max(0.0, self.deadline - self._clock()) + 0.001)
 
-    async def _keep_alive(self) -> None:
-        """Renew until lost. Each renewal is bounded by the time left before the deadline."""
-        while self.leading():
+    def _keep_alive(self) -> None:
+        """The keepalive thread: renew until stopped or lost; each renewal bounded by the time
+        left before the deadline. It only moves ``deadline`` forward; losses go to the loop."""
+        while not self._stopping.is_set() and self.lost is None:
             began = self._clock()
+            left = self.deadline - began
+            if left <= 0:
+                self._to_loop(self.leading)  # the loop's own check declares the loss
+                return
             try:
-                async with asyncio.timeout(max(0.05, self.deadline - began)):
-                    ttl = await self.kv.keepalive(self.lease)
-            except (Unavailable, TimeoutError, ClusterError):
-                await asyncio.sleep(RETRY_DELAY)
+                ttl = self.kv.renew_blocking(self.lease, min(self._request_timeout, left))
+            except ClusterError:
+                self._stopping.wait(RETRY_DELAY)
                 continue
             if ttl <= 0:
-                self.lose("the lease expired on etcd")
+                self._to_loop(self.lose, "the lease expired on etcd")
                 return
             if self.lost is None:
                 self.deadline = max(self.deadline, began + ttl - self._margin)
-            await asyncio.sleep(self.ttl / 3)
+            self._stopping.wait(self.ttl / 3)
+
+    def _to_loop(self, callback: Callable[..., object], *args: object) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to stop
+                loop.call_soon_threadsafe(callback, *args)
 
     # ------------------------------------------------------------ writes
 
@@ -196,6 +223,7 @@ async def campaign(
     pid: int,
     ttl: float,
     *,
+    request_timeout: float = 2.0,
     clock: Callable[[], float] = steady_clock,
     wall: Callable[[], float] = time.time,
 ) -> Leadership | Holder:
@@ -220,7 +248,16 @@ async def campaign(
     if won:
         assert entry is not None
         deadline = began + granted - margin_for(granted)
-        return Leadership(kv, key, entry.create_revision, lease, granted, deadline, clock=clock)
+        return Leadership(
+            kv,
+            key,
+            entry.create_revision,
+            lease,
+            granted,
+            deadline,
+            request_timeout=request_timeout,
+            clock=clock,
+        )
     await _revoke_quietly(kv, lease)
     if entry is None:
         return Holder("?", 0, 0, 0.0)

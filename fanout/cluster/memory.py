@@ -51,7 +51,7 @@ class MemoryKV:
         self._leases[self._next_lease] = (ttl, self._clock() + ttl)
         return self._next_lease, ttl
 
-    async def keepalive(self, lease: int) -> int:
+    def renew_blocking(self, lease: int, timeout: float) -> int:
         self._check()
         if lease not in self._leases:
             return 0

@@ -146,7 +146,12 @@ class Node:
         while True:
             try:
                 outcome = await campaign(
-                    self.kv, self.keys.leader, self.settings.node, os.getpid(), self.settings.ttl
+                    self.kv,
+                    self.keys.leader,
+                    self.settings.node,
+                    os.getpid(),
+                    self.settings.ttl,
+                    request_timeout=self.settings.request_timeout,
                 )
             except Unavailable as exc:
                 now = self.clock()

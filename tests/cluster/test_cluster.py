@@ -432,3 +432,63 @@ async def test_tls_with_a_client_certificate_and_user_password_come_from_files(
             await anonymous.close()
     finally:
         stop_cluster(etcd)
+
+
+def test_a_leader_cut_off_from_etcd_stops_its_rman_before_the_standby_takes_over(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """A partition between the leader and etcd (a proxy that holds every byte), the hosts still
+    reachable: the leader stops its running rman and exits 76 by its own deadline, the standby
+    takes over, and each database's rman of the old leader ended before the new one's began."""
+    from tests.cluster.proxy import Proxy
+
+    configure_double(oracle_home, {"*": {"seconds": 0.3, "full": {"seconds": 10}}})
+    sids = ("X1", "X2")
+    settings = {
+        "state_dir": "${FANOUT_STATE}",
+        "cluster": {
+            "endpoints": ["${ETCD1}", "${ETCD2}", "${ETCD3}"],
+            "node": "${FANOUT_NODE}",
+            "group": "nightly",
+            "ttl": f"{TTL:g}s",
+            "request_timeout": "1s",
+        },
+    }
+    inventory = write_inventory(tmp_path, sshd, oracle_home, [{"sid": s} for s in sids], settings)
+    proxy = Proxy(etcd.endpoints)
+    try:
+
+        def env(name: str, endpoints: list[str]) -> dict[str, str]:
+            values = node_env(tmp_path, name)
+            values.update({f"ETCD{i + 1}": e for i, e in enumerate(endpoints)})
+            return values
+
+        argv = fanout_argv("run", inventory, "--batch")
+        with (
+            Background(argv, cwd=REPO, env=env("n1", proxy.endpoints)) as old,
+            ExitStack() as later,
+        ):
+            wait_until(lambda: "leading run" in old.stderr, 30, what="n1 leading")
+            wait_until(lambda: len(starts(oracle_home)) >= 2, 30, what="both full backups")
+            old_token = token_of(starts(oracle_home)[0])
+            new = later.enter_context(Background(argv, cwd=REPO, env=env("n2", etcd.endpoints)))
+            wait_until(lambda: "standing by" in new.stderr, 30, what="n2 standing by")
+            proxy.pause()
+            old_status, _, old_err = old.finish(30)
+            new_status, new_out, new_err = new.finish(60)
+    finally:
+        proxy.close()
+    assert old_status == EXIT_FENCED, old_err
+    assert "lost leadership of run" in old_err
+    assert "taking over run" in new_err
+    assert new_status == 0, new_out + new_err
+    records = read_invocations(oracle_home)
+    old_ends = {r["sid"]: r for r in records if r["event"] == "end" and token_of(r) == old_token}
+    assert {r["ended"] for r in old_ends.values()} == {"SIGINT"}
+    for sid in sids:
+        new_starts = [r["start"] for r in starts(oracle_home) if r["sid"] == sid
+                      and token_of(r) > old_token]  # fmt: skip
+        assert min(new_starts) >= old_ends[sid]["end"]
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    assert_never_two_at_once(oracle_home)
+    assert not remote_processes(oracle_home)
