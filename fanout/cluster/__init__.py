@@ -10,6 +10,8 @@ Nothing here is imported unless an inventory has ``settings.cluster``. The piece
 - ``leader.py``: campaign, keepalive, the local deadline and fenced writes. Pure asyncio.
 - ``checkpoint.py``: events → step records in etcd (fenced), and records → events again
   (for a node's own run store). Pure.
+- ``hook.py``: the runner's ``RunHook`` for one leader's share of a run, and copying a
+  run from etcd into this node's run store.
 - ``run.py``: ``fanout run`` in cluster mode: stand by or lead, dedupe, takeover.
 
 Exit codes of its own (documented in the README): ``EXIT_FENCED`` (76) when this node

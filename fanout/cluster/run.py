@@ -28,25 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from fanout.cancel import CancelToken
 from fanout.cluster import EXIT_CLUSTER_UNAVAILABLE, EXIT_FENCED
-from fanout.cluster.checkpoint import (
-    CheckpointSink,
-    Keys,
-    RunRecords,
-    dump,
-    load,
-    parse_run,
-    replay,
-)
+from fanout.cluster.checkpoint import Keys, RunRecords, dump, load, parse_run
+from fanout.cluster.hook import ClusterHook, load_records
 from fanout.cluster.kv import KV, ClusterError, Unavailable
 from fanout.cluster.leader import Holder, Leadership, campaign
-from fanout.engine import Target
-from fanout.events import CancelReason, Event, EventSink, RunStarted
-from fanout.model import AdoptPolicy, ClusterSettings, Host, Inventory, format_duration
+from fanout.model import ClusterSettings, Host, Inventory, format_duration
 from fanout.runner import RunOptions, _run
-from fanout.steps import Adopt, new_run_id, render_host
-from fanout.store import Store
+from fanout.steps import new_run_id
 
 
 def run_clustered(
@@ -335,141 +324,3 @@ class Node:
                 load_records(store, records, run, self, finished=True)
         except StoreError as exc:
             note(f"warning: run {run_id} not copied into the local run store: {exc}")
-
-
-def load_records(
-    store: Store,
-    records: RunRecords,
-    run: dict[str, Any] | None,
-    node: Node,
-    *,
-    finished: bool,
-) -> bool:
-    """Write ``records`` into ``store``; True if the plan (RunStarted) was written.
-
-    A step another node ran keeps that node's log path as ``node:/path``.
-    """
-    from fanout.paths import step_log_path
-
-    run_id = records.run_id
-    detail = store.run_detail(run_id)
-    known = detail is not None and bool(detail.hosts)  # the runner has begun the run: no plan
-    me = node.settings.node
-
-    def remote_path(host: str, step: str) -> str | None:
-        rec = records.steps.get((host, step), {})
-        path, who = rec.get("log_path"), rec.get("node")
-        if path is None:
-            return None
-        return str(path) if who == me else f"{who}:{path}"
-
-    store.begin_run(
-        run_id=run_id,
-        inventory_path=str(node.inventory.path.resolve()),
-        inventory_sha256=node.inventory.sha256,
-        argv=list(node.options.argv),
-        log_path=remote_path,
-    )
-    with_plan = not known and records.plan is not None
-    for event in replay(records, run, with_plan=with_plan, finished=finished):
-        store.emit(event)
-    store.begin_run(  # this node's own steps from now on log here
-        run_id=run_id,
-        inventory_path=str(node.inventory.path.resolve()),
-        inventory_sha256=node.inventory.sha256,
-        argv=list(node.options.argv),
-        log_path=lambda host, step: str(step_log_path(node.state_dir, run_id, host, step)),
-    )
-    return with_plan or known
-
-
-class _StoreBehindPlan:
-    """The store, minus the RunStarted of a takeover whose plan was already copied in."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def emit(self, event: Event) -> None:
-        if not isinstance(event, RunStarted):
-            self._store.emit(event)
-
-
-class ClusterHook:
-    """The runner's ``RunHook`` for one leader's share of a run."""
-
-    def __init__(
-        self, node: Node, leadership: Leadership, run_id: str, records: RunRecords | None
-    ) -> None:
-        self.node = node
-        self.leadership = leadership
-        self.run_id = run_id
-        self.records = records
-        self.sink: CheckpointSink | None = None
-
-    def targets(self, inventory: Inventory, hosts: tuple[Host, ...]) -> list[Target]:
-        token = self.leadership.token
-        records = self.records
-        if records is None:
-            return [Target(h, render_host(inventory, h, self.run_id, token=token)) for h in hosts]
-        settings = self.node.settings
-        adopt = Adopt(
-            self.run_id,
-            stop=settings.adopt is AdoptPolicy.STOP,
-            grace=inventory.settings.cancel_grace,
-        )
-        planned = (
-            {h["name"]: tuple(h["steps"]) for h in records.plan.get("hosts", [])}
-            if records.plan is not None
-            else {h.name: h.steps for h in hosts}
-        )
-        done = records.finished_steps()
-        targets = []
-        for host in hosts:
-            todo = [s for s in planned.get(host.name, ()) if (host.name, s) not in done]
-            todo = [s for s in todo if s in host.steps]
-            if todo:
-                rendered = render_host(
-                    inventory, host, self.run_id, only=todo, adopt=adopt, token=token
-                )
-                targets.append(Target(host, rendered))
-        return targets
-
-    def wire(self, store: Store, token: CancelToken) -> list[EventSink]:
-        self.leadership.on_lost(lambda _why: token.cancel(CancelReason.LEADERSHIP_LOST))
-        recorder: EventSink = store
-        if self.records is not None and load_records(
-            store, self.records, None, self.node, finished=False
-        ):
-            recorder = _StoreBehindPlan(store)
-        from fanout.paths import step_log_path
-
-        state_dir, run_id = self.node.state_dir, self.run_id
-        self.sink = CheckpointSink(
-            self.leadership,
-            self.node.keys,
-            run_id,
-            self.node.settings.node,
-            lambda host, step: str(step_log_path(state_dir, run_id, host, step)),
-            write_plan=self.records is None or self.records.plan is None,
-        )
-        self.sink.start()
-        return [self.sink, recorder]
-
-    def exit_code(self, code: int) -> int:
-        if self.leadership.lost is not None:
-            return EXIT_FENCED
-        if (
-            code == 0
-            and self.records is not None
-            and any(r.get("status") == "failed" for r in self.records.steps.values())
-        ):
-            return 1  # the dead leader's share of the run had a failure
-        return code
-
-    async def close(self) -> bool:
-        """Write what is queued, stop the writer; False if leadership was lost first."""
-        if self.sink is None:
-            return self.leadership.leading()
-        flushed = await self.sink.flush()
-        await self.sink.close()
-        return flushed
