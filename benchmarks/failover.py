@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--cost-only", action="store_true", help="skip the failover runs")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     work = Path(tempfile.mkdtemp(prefix="fanout-failover-"))
@@ -148,15 +149,16 @@ def main() -> None:
     home = remote.new_oracle_home("failover")
     try:
         times = []
-        for i in range(args.runs):
+        for i in range(0 if args.cost_only else args.runs):
             took = failover_once(work / f"run{i}", sshd, home, args.ttl)
             times.append(took)
             print(f"run {i + 1}: leader killed -> first step of the new leader {took:.2f} s")
-        print(
-            f"failover at TTL {args.ttl:g} s over {len(times)} runs: "
-            f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s, "
-            f"min {min(times):.2f} s"
-        )
+        if times:
+            print(
+                f"failover at TTL {args.ttl:g} s over {len(times)} runs: "
+                f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s, "
+                f"min {min(times):.2f} s"
+            )
         step_cost(work / "cost", sshd, home, args.hosts, args.runs)
     finally:
         stop_sshd(sshd, proc)

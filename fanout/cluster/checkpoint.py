@@ -126,11 +126,15 @@ class CheckpointSink:
     def emit(self, event: Event) -> None:
         if not self._leadership.leading():
             return  # lose() has fired the run's token: the engine starts nothing more
-        key, value = self._record(event)
-        if key is not None and value is not None:
-            self._pending[key] = dump(value)
-            self._idle.clear()
-            self._wake.set()
+        try:
+            key, value = self._record(event)
+            if key is not None and value is not None:
+                self._pending[key] = dump(value)
+        except Exception as exc:  # never raise: FanOut would drop this sink, and its check
+            self._leadership.lose(f"a checkpoint could not be recorded: {exc!r}")
+            return
+        self._idle.clear()
+        self._wake.set()
 
     def _record(self, event: Event) -> tuple[str | None, dict[str, Any] | None]:
         run, node = self._run_id, self._node
