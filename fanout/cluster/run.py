@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -61,6 +62,14 @@ async def _main(
         return await Node(kv, settings, options, inventory, hosts, state_dir, out).run()
     finally:
         await kv.close()
+
+
+@dataclass
+class Progress:
+    """What an interactive standby has shown: the run it follows and each step's last state."""
+
+    run_id: str | None = None
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 EXIT_SIGINT = 130
@@ -131,7 +140,7 @@ class Node:
     async def _campaign_until_done(self) -> int:
         unreachable_since: float | None = None
         announced: int | None = None
-        seen: dict[tuple[str, str], str] = {}
+        seen = Progress()
         while True:
             try:
                 outcome = await campaign(
@@ -165,12 +174,12 @@ class Node:
                 )
             await self.stand_by(outcome, seen)
 
-    async def stand_by(self, holder: Holder, seen: dict[tuple[str, str], str]) -> None:
+    async def stand_by(self, holder: Holder, seen: Progress) -> None:
         """Return once the leader key is gone or another node holds it (or etcd fails)."""
         while True:
             try:
                 entry = await self.kv.get(self.keys.leader)
-                if not self.options.batch:
+                if not self.options.batch:  # after the leader check: its last changes too
                     await self._show_progress(holder, seen)
             except ClusterError:
                 return
@@ -178,21 +187,25 @@ class Node:
                 return
             await asyncio.sleep(self.poll)
 
-    async def _show_progress(self, holder: Holder, seen: dict[tuple[str, str], str]) -> None:
-        """Interactive standby: one line per step state change of the leader's run."""
+    async def _show_progress(self, holder: Holder, seen: Progress) -> None:
+        """Interactive standby: one line per step state change of the leader's run (the run
+        that was unfinished when this node first looked, up to its last change)."""
         run = load(await self.kv.get(self.keys.run))
-        if run is None or run.get("finished_at") is not None:
+        if run is None:
             return
-        records = parse_run(
-            self.keys, run["run_id"], await self.kv.get_prefix(self.keys.of_run(run["run_id"]))
-        )
+        run_id = str(run["run_id"])
+        if seen.run_id is None and run.get("finished_at") is None:
+            seen.run_id = run_id
+        if seen.run_id != run_id:
+            return
+        records = parse_run(self.keys, run_id, await self.kv.get_prefix(self.keys.of_run(run_id)))
         by_time = sorted(records.steps.items(), key=lambda kv: kv[1].get("started_at") or 0.0)
         for (host, step), rec in by_time:
             status = str(rec.get("status"))
-            if seen.get((host, step)) != status:
-                seen[(host, step)] = status
+            if seen.states.get((host, step)) != status:
+                seen.states[(host, step)] = status
                 node = rec.get("node", holder.node)
-                print(f"[{node}] {run['run_id']} {host} {step}: {status}", file=self.out)
+                print(f"[{node}] {run_id} {host} {step}: {status}", file=self.out)
         self.out.flush()
 
     # ------------------------------------------------------------------ leading

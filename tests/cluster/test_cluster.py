@@ -492,3 +492,29 @@ def test_a_leader_cut_off_from_etcd_stops_its_rman_before_the_standby_takes_over
     assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
     assert_never_two_at_once(oracle_home)
     assert not remote_processes(oracle_home)
+
+
+def test_an_interactive_standby_shows_who_leads_and_the_leaders_progress(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """In a terminal a standby names the leader, then prints each step state change of the
+    leader's run as it happens, then says the run finished and exits 0."""
+    from tests.system.terminal import Terminal
+
+    configure_double(oracle_home, {"*": {"seconds": 0.6}})
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, ("I1",))
+    with nodes(tmp_path, inventory, "n1") as running:
+        wait_until(lambda: "leading run" in running["n1"].stderr, 30, what="n1 leading")
+        env = node_env(tmp_path, "n2") | {"TERM": "xterm"}
+        terminal = Terminal(fanout_argv("run", inventory), env)
+        try:
+            assert terminal.proc.wait(60) == 0, terminal.screen
+            screen = terminal.screen
+        finally:
+            terminal.close()
+        assert running["n1"].finish(30)[0] == 0
+    assert "standing by: node n1 leads group nightly (this node: n2)" in screen
+    for step in STEPS:
+        assert f"i1 {step}: ok" in screen, screen
+    assert "[n1] " in screen
+    assert "nothing to do: run " in screen
