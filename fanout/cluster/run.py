@@ -53,7 +53,13 @@ def run_clustered(
 async def _main(
     options: RunOptions, inventory: Inventory, hosts: tuple[Host, ...], state_dir: Path, out: TextIO
 ) -> int:
-    from fanout.cluster.etcd import open_kv
+    try:
+        from fanout.cluster.etcd import open_kv
+    except ImportError as exc:
+        raise ClusterError(
+            f"{inventory.path}: settings.cluster needs the etcd client ({exc.name} is missing):"
+            " pip install 'fanout[cluster]'"
+        ) from exc
 
     settings = inventory.settings.cluster
     assert settings is not None

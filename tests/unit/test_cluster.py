@@ -4,6 +4,7 @@ controlled clock, checkpoints to records and back, and the fenced database lock 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,27 @@ def test_the_database_lock_refuses_an_older_token_and_releases_the_lock(tmp_path
     assert step(7).stdout == "ran 7\n"
     assert step(8).stdout == "ran 8\n"
     assert (tmp_path / "fanout-S1.fence").read_text() == "8\n"
+
+
+def test_cluster_mode_without_the_extra_fails_with_one_line(tmp_path: Path) -> None:
+    """settings.cluster without the cluster extra installed: exit 2, one line saying what to
+    install, no traceback."""
+    inventory = tmp_path / "nightly.yaml"
+    inventory.write_text(
+        f"settings:\n  state_dir: {tmp_path / 'state'}\n"
+        "  cluster:\n    endpoints: [127.0.0.1:1]\n" + HOST
+    )
+    code = (
+        "import sys; sys.modules['aetcd'] = None\n"
+        "from fanout.cli import main\n"
+        f"sys.argv = ['fanout', 'run', {str(inventory)!r}, '--batch']\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"fanout: {inventory}: settings.cluster needs the etcd client (aetcd is missing):"
+        " pip install 'fanout[cluster]'\n"
+    )
