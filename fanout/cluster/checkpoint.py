@@ -9,7 +9,9 @@ Layout under ``<prefix>/<group>/``::
     runs/<id>/hosts/<host>          status, cause, times, node
     runs/<id>/steps/<host>/<step>   status, attempt, times, exit status, cause, node, log path
 
-Values are JSON. ``CheckpointSink.emit`` is synchronous like every sink: it checks that
+Values are JSON. A leader stopped by SIGTERM hands the run over: the steps it cancelled or
+never began are recorded as ``pending``, not as final, so the node that takes over runs them.
+``CheckpointSink.emit`` is synchronous like every sink: it checks that
 this node still leads (a lost leadership fires the run's cancel token right there, before
 the engine can start the step it is announcing), turns the event into a record and queues
 it; a writer task applies the queue in fenced transactions, the latest value per key.
@@ -105,8 +107,10 @@ class CheckpointSink:
         log_path: Callable[[str, str], str],
         *,
         write_plan: bool,
+        handing_over: Callable[[], bool] = lambda: False,
     ) -> None:
         self._leadership = leadership
+        self._handing_over = handing_over
         self._keys = keys
         self._run_id = run_id
         self._node = node
@@ -162,6 +166,8 @@ class CheckpointSink:
                 value = {"status": "running", "started_at": event.at, "node": node}
                 return self._keys.host(run, event.host), value
             case HostFinished():
+                if self._handing_over() and event.status is not HostStatus.OK:
+                    return None, None  # unfinished business for the node that takes over
                 value = {
                     "status": event.status.value,
                     "cause": event.cause,
@@ -182,8 +188,12 @@ class CheckpointSink:
                 return self._keys.step(run, event.host, event.step), record
             case StepFinished():
                 record = dict(self._steps.get((event.host, event.step), {"node": node}))
+                handed_over = self._handing_over() and event.status in (
+                    StepStatus.CANCELLED,
+                    StepStatus.SKIPPED,
+                )
                 record.update(
-                    status="pending" if event.will_retry else event.status.value,
+                    status="pending" if event.will_retry or handed_over else event.status.value,
                     attempt=event.attempt,
                     ended_at=event.at,
                     exit_status=event.exit_status,

@@ -92,6 +92,7 @@ class ClusterHook:
         self.run_id = run_id
         self.records = records
         self.sink: CheckpointSink | None = None
+        self.token: CancelToken | None = None
 
     def targets(self, inventory: Inventory, hosts: tuple[Host, ...]) -> list[Target]:
         token = self.leadership.token
@@ -121,7 +122,14 @@ class ClusterHook:
                 targets.append(Target(host, rendered))
         return targets
 
+    def handing_over(self) -> bool:
+        """SIGTERM (a shutdown, a service stop) stops this node, not the run: another node
+        continues it. An operator's q or Ctrl-C ends the run for the whole group."""
+        token = self.token
+        return token is not None and token.fired and token.reason is CancelReason.SIGTERM
+
     def wire(self, store: Store, token: CancelToken) -> list[EventSink]:
+        self.token = token
         self.leadership.on_lost(lambda _why: token.cancel(CancelReason.LEADERSHIP_LOST))
         recorder: EventSink = store
         if self.records is not None and load_records(
@@ -138,6 +146,7 @@ class ClusterHook:
             self.node.settings.node,
             lambda host, step: str(step_log_path(state_dir, run_id, host, step)),
             write_plan=self.records is None or self.records.plan is None,
+            handing_over=self.handing_over,
         )
         self.sink.start()
         return [self.sink, recorder]

@@ -299,6 +299,9 @@ class Node:
             if not await hook.close():
                 note(f"lost leadership of run {run_id} at its end: {leadership.lost}")
                 return EXIT_FENCED
+            if hook.handing_over():
+                note(f"stopped by SIGTERM: run {run_id} is left to a standby to continue")
+                return code
             finished = {**run, "finished_at": self.wall(), "exit_code": code}
             finished["node"] = self.settings.node
             try:

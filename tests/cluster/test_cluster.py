@@ -518,3 +518,27 @@ def test_an_interactive_standby_shows_who_leads_and_the_leaders_progress(
         assert f"i1 {step}: ok" in screen, screen
     assert "[n1] " in screen
     assert "nothing to do: run " in screen
+
+
+def test_sigterm_to_the_leader_hands_the_run_over(
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+) -> None:
+    """SIGTERM to the leader (a shutdown) stops that node, not the run: it stops its rman,
+    exits 143 and a standby continues the same run at once; every step ends ok exactly once."""
+    configure_double(oracle_home, {"*": {"seconds": 0.4, "full": {"seconds": 6}}})
+    sids = ("H1", "H2")
+    inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
+    with nodes(tmp_path, inventory, "n1", "n2") as running:
+        leader = leader_of(running)
+        other = next(n for n in running if n != leader)
+        wait_until(lambda: len(starts(oracle_home)) >= 2, 30, what="both full backups")
+        running[leader].proc.send_signal(signal.SIGTERM)
+        status, _, err = running[leader].finish(30)
+        other_status, _, other_err = running[other].finish(60)
+    assert status == 143, err
+    assert "is left to a standby to continue" in err
+    assert "taking over run" in other_err
+    assert other_status == 0, other_err
+    assert successes(oracle_home) == Counter({(s, step): 1 for s in sids for step in STEPS})
+    assert_never_two_at_once(oracle_home)
+    assert not remote_processes(oracle_home)
