@@ -55,6 +55,7 @@ def cluster_inventory(
         "state_dir": "${FANOUT_STATE}",
         "cluster": {
             "endpoints": etcd.endpoints,
+            "prefix": prefix_of(tmp_path),
             "node": "${FANOUT_NODE}",
             "group": "nightly",
             "ttl": f"{TTL:g}s",
@@ -63,6 +64,11 @@ def cluster_inventory(
         },
     }
     return write_inventory(tmp_path, sshd, oracle_home, [{"sid": s} for s in sids], settings)
+
+
+def prefix_of(tmp_path: Path) -> str:
+    """The test's own etcd key prefix (tests may share one etcd)."""
+    return f"/fanout-{tmp_path.name}"
 
 
 def node_env(tmp_path: Path, name: str) -> dict[str, str]:
@@ -134,10 +140,11 @@ def show(tmp_path: Path, node: str) -> dict[str, Any]:
 
 
 def test_three_nodes_started_together_make_exactly_one_run(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """Three nodes started at once: one leads, every step runs once, the standbys say who
     leads, exit 0 with nothing to do, and `show` on a standby shows the whole run."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 0.3}})
     sids = ("T1", "T2")
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
@@ -162,18 +169,19 @@ def test_three_nodes_started_together_make_exactly_one_run(
 
 
 def test_kill_9_of_the_leader_a_standby_takes_over_the_same_run(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """kill -9 of the leader mid-run: a standby takes over within TTL + 2 s (plus slack for a
     loaded machine), continues the same run id, and every step ends ok exactly once on the hosts;
     nothing is left running."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 1.0}})
     sids = ("K1", "K2", "K3")
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
     with nodes(tmp_path, inventory, "n1", "n2", "n3") as running:
         leader = leader_of(running)
         wait_until(lambda: len(successes(oracle_home)) >= 3, 30, what="three finished steps")
-        run_id = json.loads(etcd.get("/fanout/nightly/run") or "{}")["run_id"]
+        run_id = json.loads(etcd.get(f"{prefix_of(tmp_path)}/nightly/run") or "{}")["run_id"]
         running[leader].proc.kill()
         killed = time.monotonic()
         others = {n: b for n, b in running.items() if n != leader}
@@ -192,11 +200,12 @@ def test_kill_9_of_the_leader_a_standby_takes_over_the_same_run(
 
 
 def test_a_frozen_leader_is_replaced_and_on_waking_starts_nothing_and_stops_its_work(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """SIGSTOP the leader mid-step (cut off from etcd): the standby takes over; on SIGCONT the
     old leader starts no step, stops its still-running rman and exits 76; no database ever has
     two rman at once; every step ends ok exactly once."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 0.3, "full": {"seconds": 8}}})
     sids = ("P1", "P2")
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
@@ -247,10 +256,11 @@ def test_losing_one_etcd_member_even_the_raft_leader_needs_no_takeover(
 
 
 def test_a_late_node_inside_the_dedupe_window_starts_nothing(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """A node whose cron fires after the run finished (inside the dedupe window) starts nothing
     and exits 0 naming the run; its run store then holds that run."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 0.1}})
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, ("L1",), dedupe="1h")
     with nodes(tmp_path, inventory, "n1") as running:
@@ -363,9 +373,10 @@ async def test_the_etcd_adapter_campaigns_fences_prunes_and_reports_unavailable(
 
 
 def test_sigterm_to_a_standby_ends_it_alone(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """SIGTERM to a standing-by node: it exits 143 with one line, the leader's run goes on."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 0.5}})
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, ("S1",))
     with nodes(tmp_path, inventory, "n1", "n2") as running:
@@ -435,11 +446,12 @@ async def test_tls_with_a_client_certificate_and_user_password_come_from_files(
 
 
 def test_a_leader_cut_off_from_etcd_stops_its_rman_before_the_standby_takes_over(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """A partition between the leader and etcd (a proxy that holds every byte), the hosts still
     reachable: the leader stops its running rman and exits 76 by its own deadline, the standby
     takes over, and each database's rman of the old leader ended before the new one's began."""
+    etcd = etcd_shared
     from tests.cluster.proxy import Proxy
 
     configure_double(oracle_home, {"*": {"seconds": 0.3, "full": {"seconds": 10}}})
@@ -448,6 +460,7 @@ def test_a_leader_cut_off_from_etcd_stops_its_rman_before_the_standby_takes_over
         "state_dir": "${FANOUT_STATE}",
         "cluster": {
             "endpoints": ["${ETCD1}", "${ETCD2}", "${ETCD3}"],
+            "prefix": prefix_of(tmp_path),
             "node": "${FANOUT_NODE}",
             "group": "nightly",
             "ttl": f"{TTL:g}s",
@@ -495,10 +508,11 @@ def test_a_leader_cut_off_from_etcd_stops_its_rman_before_the_standby_takes_over
 
 
 def test_an_interactive_standby_shows_who_leads_and_the_leaders_progress(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """In a terminal a standby names the leader, then prints each step state change of the
     leader's run as it happens, then says the run finished and exits 0."""
+    etcd = etcd_shared
     from tests.system.terminal import Terminal
 
     configure_double(oracle_home, {"*": {"seconds": 0.6}})
@@ -521,10 +535,11 @@ def test_an_interactive_standby_shows_who_leads_and_the_leaders_progress(
 
 
 def test_sigterm_to_the_leader_hands_the_run_over(
-    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd: EtcdCluster
+    tmp_path: Path, sshd: SshdServer, oracle_home: Path, etcd_shared: EtcdCluster
 ) -> None:
     """SIGTERM to the leader (a shutdown) stops that node, not the run: it stops its rman,
     exits 143 and a standby continues the same run at once; every step ends ok exactly once."""
+    etcd = etcd_shared
     configure_double(oracle_home, {"*": {"seconds": 0.4, "full": {"seconds": 6}}})
     sids = ("H1", "H2")
     inventory = cluster_inventory(tmp_path, sshd, oracle_home, etcd, sids)
