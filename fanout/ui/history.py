@@ -346,9 +346,9 @@ def render_show_brief(
     lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
     never = [h.name for h in detail.hosts if h.status == "not started"]
     if never:
-        shown = ", ".join(never[:NOT_STARTED_NAMES])
+        names = ", ".join(never[:NOT_STARTED_NAMES])
         more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
-        lines.append(f"Not started ({len(never)}): {shown}{more}")
+        lines.append(f"Not started ({len(never)}): {names}{more}")
     shown = [*head, "", *lines, *totals] if lines else [*head, *totals]
     return "\n".join(map(make_visible, shown)) + "\n"  # remote text: escaped for the terminal
 
