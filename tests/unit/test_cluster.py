@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from fanout.cancel import CancelToken
-from fanout.cluster.checkpoint import CheckpointSink, Keys, parse_run, replay
+from fanout.cluster.checkpoint import CheckpointSink, Keys, RunRecords, parse_run, replay
+from fanout.cluster.hook import _still_to_do
 from fanout.cluster.kv import Fenced
 from fanout.cluster.leader import Holder, Leadership, campaign
 from fanout.cluster.memory import MemoryKV
@@ -28,6 +30,7 @@ from fanout.events import (
 )
 from fanout.inventory import load_inventory
 from fanout.model import AdoptPolicy, ClusterSettings, Host
+from fanout.runner import build_targets
 from fanout.steps import FENCED_EXIT, database_lock
 
 KEYS = Keys("/fanout", "nightly")
@@ -294,3 +297,67 @@ def test_cluster_mode_without_the_extra_fails_with_one_line(tmp_path: Path) -> N
         f"fanout: {inventory}: settings.cluster needs the etcd client (aetcd is missing):"
         " pip install 'fanout[cluster]'\n"
     )
+
+
+def test_resume_is_refused_in_cluster_mode(tmp_path: Path) -> None:
+    """`run --resume` with settings.cluster: exit 2 and one line (a takeover continues the run
+    itself), before etcd is ever contacted."""
+    inventory = tmp_path / "nightly.yaml"
+    inventory.write_text(
+        f"settings:\n  state_dir: {tmp_path / 'state'}\n"
+        "  cluster:\n    endpoints: [127.0.0.1:1]\n" + HOST
+    )
+    code = (
+        "from fanout.cli import main; import sys\n"
+        f"sys.argv = ['fanout', 'run', {str(inventory)!r}, '--batch', '--resume']\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "fanout: --resume: in cluster mode a takeover continues the run itself\n"
+    )
+
+
+def test_a_takeover_is_rendered_by_build_targets_with_the_token_and_adoption(
+    tmp_path: Path,
+) -> None:
+    """A takeover's targets: only the planned steps not finished for good, each rman step
+    adopting the same run (its lock waited for, its ledger read) and fenced by the new token;
+    the step that ended ok before satisfies `requires`, the one that failed does not."""
+    path = tmp_path / "nightly.yaml"
+    path.write_text(
+        "steps:\n  archivelog: {requires: [full]}\n"
+        "hosts:\n"
+        "  - {name: a, address: x, priority: 1, oracle_sid: A, oracle_home: /o}\n"
+        "  - {name: b, address: y, priority: 1, oracle_sid: B, oracle_home: /o}\n"
+    )
+    inventory = load_inventory(path)
+    steps = ("full", "archivelog", "controlfile")
+    plan = {"hosts": [{"name": h, "steps": list(steps)} for h in ("a", "b")]}
+    records = RunRecords(
+        RUN,
+        plan,
+        {},
+        {
+            ("a", "full"): {"status": "ok"},
+            ("a", "archivelog"): {"status": "running"},  # in flight when the leader died
+            ("b", "full"): {"status": "failed"},
+            ("b", "archivelog"): {"status": "skipped"},
+            ("b", "controlfile"): {"status": "ok"},
+        },
+        [],
+    )
+    node = SimpleNamespace(hosts=inventory.hosts)
+    takeover = _still_to_do(records, RUN, node)  # type: ignore[arg-type]
+    assert takeover.steps == {"a": ("archivelog", "controlfile")}
+    hosts = tuple(h for h in inventory.hosts if h.name in takeover.steps)  # as _run does
+    (target,) = build_targets(inventory, hosts, RUN, {}, takeover, False, token=42)
+    assert [s.name for s in target.steps] == ["archivelog", "controlfile"]
+    assert target.succeeded_before == frozenset({"full"})
+    for step in target.steps:
+        assert f"runs=' {RUN} '" in step.command  # Adopt(runs=(run_id,))
+        assert "cont=-" in step.command  # the same run: it continues no other
+        assert 'echo 42 >"$fence"' in step.command
