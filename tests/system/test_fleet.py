@@ -182,7 +182,8 @@ def test_failed_level_0_is_taken_again_then_level_1(
     assert third.step("erp", "backup")["detail"].startswith("level 1: last level 0 ")
     levels = [(r["step"], r["level"]) for r in starts(oracle_home) if r["step"] == "full"]
     assert levels == [("full", 0), ("full", 0), ("full", 1)]
-    shown = run_fanout(tmp_path / "home", "show", third.run_id, "--state-dir", tmp_path / "state")
+    state = tmp_path / "state"
+    shown = run_fanout(tmp_path / "home", "show", third.run_id, "--all", "--state-dir", state)
     assert "level 1: last level 0 " in shown.stdout
 
 
