@@ -111,7 +111,6 @@ def night(state_dir: Path, hosts: list[Host]) -> None:
     planned = tuple(PlannedHost(h.name, 1, h.oracle_sid, h.address, STEPS) for h in hosts)
     now = time.time()
     with open_store(state_dir) as store:
-        store.begin_run(run_id, "/etc/fanout/nightly.yaml", "", [])
         store.emit(RunStarted(run_id, "/etc/fanout/nightly.yaml", planned, 8, now))
         started = finished = 0.0
         for h in hosts:
