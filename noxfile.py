@@ -14,8 +14,8 @@ ASYNCSSH_FLOOR = "2.16.0"  # the lower bound of asyncssh in pyproject.toml (a te
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit, engine, transport and system tests (system tests start a private sshd)."""
-    session.install("-e", ".[test]")
+    """Unit, engine, transport, system and cluster tests (they start a private sshd and etcd)."""
+    session.install("-e", ".[test,cluster]")
     session.run("pytest", *session.posargs, env={"TERM": "dumb"})
 
 
@@ -47,7 +47,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on fanout/."""
-    session.install("-e", ".", "mypy", "types-PyYAML")
+    session.install("-e", ".[cluster]", "mypy", "types-PyYAML")
     session.run("mypy")
 
 

@@ -2,8 +2,8 @@
 the ``backups`` table costs a run.
 
 Builds ``<tmp>/fanout.db`` with RUNS runs x HOSTS hosts x 3 steps (rows inserted in bulk, one
-transaction per run, as the store would leave them), drops it back to schema v2 and times the
-v3 migration (the one-time backfill of ``backups``). Then times ``Store.last_backups`` +
+transaction per run, as the store would leave them), drops it back to schema v4 and times the
+v5 migration (the one-time backfill of ``backups``). Then times ``Store.last_backups`` +
 ``freshness.evaluate`` + the Nagios and JSON renderings, ``metrics.render_metrics``, and one
 more night through ``Store.emit`` (StepStarted + StepFinished per step, each its own
 ``synchronous=FULL`` transaction; StepFinished now also updates ``backups``).
@@ -78,12 +78,12 @@ def main() -> None:
         print(f"store: {rows} step rows, built in {time.perf_counter() - t:.1f} s")
         db = sqlite3.connect(state_dir / "fanout.db", isolation_level=None)
         db.execute("DROP TABLE backups")
-        db.execute("PRAGMA user_version = 2")
+        db.execute("PRAGMA user_version = 4")  # v5 adds backups (store.MIGRATIONS)
         db.close()
         t = time.perf_counter()
         with open_store(state_dir):
             pass
-        print(f"migration to v3 (backfill of backups): {time.perf_counter() - t:.2f} s")
+        print(f"migration to v5 (backfill of backups): {time.perf_counter() - t:.2f} s")
         for attempt in range(3):
             t = time.perf_counter()
             with open_store(state_dir) as store:
@@ -111,7 +111,6 @@ def night(state_dir: Path, hosts: list[Host]) -> None:
     planned = tuple(PlannedHost(h.name, 1, h.oracle_sid, h.address, STEPS) for h in hosts)
     now = time.time()
     with open_store(state_dir) as store:
-        store.begin_run(run_id, "/etc/fanout/nightly.yaml", "", [])
         store.emit(RunStarted(run_id, "/etc/fanout/nightly.yaml", planned, 8, now))
         started = finished = 0.0
         for h in hosts:

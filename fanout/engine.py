@@ -63,6 +63,7 @@ _CANCEL_EXIT = {
     CancelReason.SIGINT: ExitCode.CANCELLED,
     CancelReason.SIGTERM: ExitCode.TERMINATED,
     CancelReason.STORE: ExitCode.IO_ERROR,
+    CancelReason.LEADERSHIP_LOST: ExitCode.FENCED,  # cluster mode: another node continues
 }
 
 

@@ -30,8 +30,10 @@ class ExitCode(IntEnum):
     OK = 0  # every step succeeded (a resume with nothing left to do too)
     FAILED = 1  # at least one step failed, or a host could not be reached
     USAGE = 2  # usage or inventory error
+    CLUSTER_UNAVAILABLE = 69  # EX_UNAVAILABLE: cluster mode, etcd unreachable before leading
     IO_ERROR = 74  # EX_IOERR: the state directory or run store is unusable (full, read-only, …)
     LOCKED = 75  # EX_TEMPFAIL: another run of this inventory holds the lock
+    FENCED = 76  # cluster mode: leadership lost, remote work stopped, another node continues
     CANCELLED = 130  # cancelled by the operator (q, Ctrl-C)
     TERMINATED = 143  # stopped by SIGTERM
 
@@ -44,8 +46,10 @@ _MEANINGS = {
     ExitCode.OK: "every step succeeded",
     ExitCode.FAILED: "at least one step failed",
     ExitCode.USAGE: "usage or inventory error",
+    ExitCode.CLUSTER_UNAVAILABLE: "cluster mode: etcd could not be reached",
     ExitCode.IO_ERROR: "the state directory or run store is unusable",
     ExitCode.LOCKED: "another run holds the lock",
+    ExitCode.FENCED: "cluster leadership lost: another node continues the run",
     ExitCode.CANCELLED: "cancelled by the operator",
     ExitCode.TERMINATED: "stopped by SIGTERM",
 }

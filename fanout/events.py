@@ -38,6 +38,7 @@ class CancelReason(StrEnum):
     SIGINT = "SIGINT"
     SIGTERM = "SIGTERM"
     STORE = "store"  # the run store could not record a change: no step may start unrecorded
+    LEADERSHIP_LOST = "leadership lost"  # cluster mode: this node may no longer lead the run
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import os
 import re
+import socket
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
@@ -26,6 +27,8 @@ from fanout.model import (
     MAX_PARALLEL,
     MAX_PRIORITY,
     MAX_RETRIES,
+    AdoptPolicy,
+    ClusterSettings,
     Group,
     Host,
     Inventory,
@@ -484,6 +487,49 @@ class _Reader:
             self.text(item, f"{path}[{index}]", "a string") for index, item in enumerate(node.value)
         )
 
+    def cluster(self, node: yaml.Node, path: str) -> ClusterSettings:
+        """``settings.cluster``: etcd endpoints (required), this node, the group, timers, TLS."""
+        fields = self.fields(node, path, _CLUSTER_KEYS, required=("endpoints",))
+        if not fields:
+            self.fail(node, path, "expected a mapping with 'endpoints'")
+        values: dict[str, Any] = {}
+        for key, value in fields.items():
+            at = f"{path}.{key}"
+            if key == "endpoints":
+                found = self.names(value, at, "endpoint")
+                if not found:
+                    self.fail(value, at, "expected at least one host:port")
+                for endpoint, item, item_path in found:
+                    if not _ENDPOINT.fullmatch(endpoint):
+                        self.fail(item, item_path, f"expected host:port, got {endpoint!r}")
+                values[key] = tuple(endpoint for endpoint, _, _ in found)
+            elif key in ("node", "group"):
+                values[key] = self.matching(value, at, _NAME, f"a name of {_NAME_RULE}")
+            elif key in ("ttl", "request_timeout", "unavailable_after"):
+                values[key] = self.duration(value, at)
+            elif key == "dedupe":
+                values[key] = self.duration(value, at, allow_zero=True)
+            elif key == "adopt":
+                word = self.text(value, at, "wait or stop")
+                if word not in set(AdoptPolicy):
+                    self.fail(value, at, f"expected wait or stop, got {word!r}")
+                values[key] = AdoptPolicy(word)
+            elif key == "prefix":
+                values[key] = self.matching(value, at, _PREFIX, "a key prefix like /fanout")
+            elif key == "user":
+                values[key] = self.text(value, at, "an etcd user name")
+            else:  # ca_file, cert_file, key_file, password_file
+                values[key] = self.local_path(value, at)
+        if values.get("ttl", 5.0) < 2.0:
+            self.fail(fields["ttl"], f"{path}.ttl", "expected at least 2s (etcd rounds to seconds)")
+        if ("cert_file" in values) != ("key_file" in values):
+            self.fail(node, path, "cert_file and key_file go together")
+        if ("user" in values) != ("password_file" in values):
+            self.fail(node, path, "user and password_file go together")
+        values.setdefault("node", _default_node())
+        values.setdefault("group", Path(self.file).stem or "fanout")
+        return ClusterSettings(**values)
+
     # -- sections --
 
     def read(self, root: yaml.Node) -> tuple[Settings, list[Host]]:
@@ -722,7 +768,34 @@ _SETTINGS: _Parsers = {
     "max_age_warn": _Reader.fraction,
     "metrics_file": _Reader.local_path,
     "notify": _Reader.notify,
+    "cluster": _Reader.cluster,
 }
+_CLUSTER_KEYS = (
+    "endpoints",
+    "node",
+    "group",
+    "ttl",
+    "dedupe",
+    "request_timeout",
+    "unavailable_after",
+    "adopt",
+    "prefix",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "user",
+    "password_file",
+)
+_ENDPOINT = re.compile(r"[A-Za-z0-9_.-]{1,253}:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+_PREFIX = re.compile(r"(/[A-Za-z0-9._-]+)+")
+
+
+def _default_node() -> str:
+    """This machine's short host name, made a valid node name."""
+    name = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:64] or "node"
+
+
 # Keys of `defaults`, and of a host, which inherits them.
 _INHERITED: _Parsers = {
     "user": _Reader.user,

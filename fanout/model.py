@@ -124,6 +124,36 @@ class Notify:
     timeout: float = 60.0  # seconds, then its process group is killed
 
 
+class AdoptPolicy(StrEnum):
+    """What a node taking over a run does with a step its predecessor left running on a host."""
+
+    WAIT = "wait"  # wait for it to end (a finished backup is not taken twice)
+    STOP = "stop"  # stop it (SIGINT, SIGTERM after cancel_grace, SIGKILL) and run it again
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """``settings.cluster``: run one inventory from several machines, coordinated through etcd.
+
+    Secrets come from files only (``password_file``, ``key_file``), never from the command line.
+    """
+
+    endpoints: tuple[str, ...]  # etcd client URLs' host:port, e.g. ("10.0.0.1:2379", ...)
+    node: str  # this machine's name in the cluster (default: the host name)
+    group: str  # what the nodes agree on: one run at a time per group (default: file stem)
+    ttl: float = 5.0  # leader lease, seconds: a dead leader is replaced after about this long
+    dedupe: float = 12 * 3600.0  # a run of the group that finished this recently counts
+    request_timeout: float = 2.0  # every etcd call has this deadline
+    unavailable_after: float = 60.0  # etcd unreachable this long (no leader yet): give up
+    adopt: AdoptPolicy = AdoptPolicy.WAIT
+    prefix: str = "/fanout"
+    ca_file: Path | None = None  # TLS: CA bundle; with cert_file/key_file: client certificate
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    user: str | None = None  # etcd authentication; the password is read from password_file
+    password_file: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     max_parallel: int = 8  # hosts running at once
@@ -141,6 +171,7 @@ class Settings:
     max_age_warn: float = DEFAULT_MAX_AGE_WARN  # fraction of max_age: past it, check warns
     metrics_file: Path | None = None  # Prometheus textfile, rewritten after every run and check
     notify: Notify | None = None
+    cluster: ClusterSettings | None = None  # None: this machine runs the inventory alone
 
 
 @dataclass(frozen=True, slots=True)

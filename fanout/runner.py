@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from fanout.logs import LogSink
     from fanout.state import RunState
+    from fanout.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,33 @@ class RunOptions:
     hard_deadline: bool = False  # --hard-deadline: running steps are cancelled at the deadline
 
 
+class RunHook(Protocol):
+    """Cluster mode's seam into a run (``fanout.cluster.run``); a local run has none.
+
+    It names the run (a takeover continues the same id) and supplies what its targets need
+    beyond a local run's: the leader's fencing token and, on a takeover, the steps still to
+    do with the adoption of what a dead leader left running (``takeover``, rendered by
+    ``build_targets`` like a resume). It puts its sinks in place of the store (the
+    checkpoint writer first) and has the last word on the exit code.
+    """
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def fencing_token(self) -> int: ...
+
+    @property
+    def takeover(self) -> Resume | None: ...
+
+    @property
+    def stop_running(self) -> bool: ...
+
+    def wire(self, store: Store, token: CancelToken) -> list[EventSink]: ...
+
+    def exit_code(self, code: int) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Resume:
     """What a resumed run continues.
@@ -74,6 +102,9 @@ class Resume:
     steps: dict[str, tuple[str, ...]]
     runs: dict[str, tuple[str, ...]]
     dropped: tuple[str, ...] = ()
+    # per host, the steps that succeeded before (``requires`` counts them); None: every
+    # step of the host not in ``steps`` (a resume owes exactly what did not succeed)
+    succeeded: dict[str, frozenset[str]] | None = None
 
 
 def run_inventory(
@@ -105,15 +136,24 @@ def run_inventory(
     state_dir = choose_state_dir(options.state_dir, inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
-        if options.resume is not None:
-            resume = plan_resume(options.resume, inventory, hosts, state_dir, quiet=options.quiet)
-            for line in resume.dropped:
-                _warn(line)
-            hosts = tuple(h for h in hosts if h.name in resume.steps)
-            if not hosts:
-                return 1 if resume.dropped else 0
-        run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
-        exit_code = asyncio.run(run if serve is None else _served(serve, run))
+        if inventory.settings.cluster is not None:  # -- cluster mode: fanout/cluster/run.py
+            if options.resume is not None:
+                raise UsageError("--resume: in cluster mode a takeover continues the run itself")
+            from fanout.cluster.run import run_clustered
+
+            exit_code = run_clustered(options, inventory, hosts, state_dir, out or sys.stdout)
+        else:
+            if options.resume is not None:
+                resume = plan_resume(
+                    options.resume, inventory, hosts, state_dir, quiet=options.quiet
+                )
+                for line in resume.dropped:
+                    _warn(line)
+                hosts = tuple(h for h in hosts if h.name in resume.steps)
+                if not hosts:
+                    return 1 if resume.dropped else 0
+            run = _run(options, inventory, hosts, state_dir, out or sys.stdout, resume)
+            exit_code = asyncio.run(run if serve is None else _served(serve, run))
         if inventory.settings.retention is not None:
             _apply_retention(inventory, state_dir, inventory.settings.retention, options.quiet)
         if resume is not None and resume.dropped and exit_code == 0:
@@ -218,22 +258,34 @@ def build_targets(
     stop_running: bool = False,
     *,
     expected: Expected | None = None,
+    token: int | None = None,
 ) -> list[Target]:
     """Each host's rendered steps, its ``when:`` condition, (resuming) the steps that
     already succeeded, which satisfy ``requires``, and what history expects of each step
-    (``expected``, for the scheduler and the window)."""
+    (``expected``, for the scheduler and the window). ``token``: cluster mode's fencing
+    token, checked by every rman step on its host (a takeover passes its ``resume``)."""
     window_steps = frozenset(name for name, step in inventory.steps.items() if step.window_duration)
     targets = []
     for host in hosts:
         adopt = only = None
         if resume is not None:
             grace = inventory.settings.cancel_grace
-            adopt = Adopt(resume.runs[host.name], stop_running, grace, continues=resume.run_id)
+            continues = resume.run_id if resume.run_id != run_id else None  # not a takeover
+            adopt = Adopt(resume.runs[host.name], stop_running, grace, continues=continues)
             only = resume.steps[host.name]
         steps = render_host(
-            inventory, host, run_id, only=only, adopt=adopt, levels=levels.get(host.name)
+            inventory,
+            host,
+            run_id,
+            only=only,
+            adopt=adopt,
+            levels=levels.get(host.name),
+            token=token,
         )
-        done = frozenset(s for s in host.steps if only is not None and s not in only)
+        if resume is not None and resume.succeeded is not None:
+            done = resume.succeeded.get(host.name, frozenset())
+        else:
+            done = frozenset(s for s in host.steps if only is not None and s not in only)
         when = render_condition(host, host.when) if host.when else None
         own = (expected or {}).get(host.name, {})
         targets.append(
@@ -256,6 +308,7 @@ async def _run(
     state_dir: Path,
     out: TextIO,
     resume: Resume | None,
+    hook: RunHook | None = None,
 ) -> int:
     from fanout.logs import LogSink
     from fanout.paths import run_log_dir
@@ -263,7 +316,7 @@ async def _run(
     from fanout.store import open_store
     from fanout.transport.ssh import SshTransport
 
-    run_id = new_run_id()
+    run_id = new_run_id() if hook is None else hook.run_id
     token = CancelToken()
     state = RunState()
     console = None if options.batch else _live_console(options, out)
@@ -280,10 +333,15 @@ async def _run(
         deadline = resolve_deadline(inventory, options.deadline, hard=options.hard_deadline)
         limits = limits_of(inventory, options.max_parallel)
         expected = load_expected(state_dir, hosts)
-        hosts = tuple(order_hosts(hosts, expected, resume.steps if resume else None))
+        owed, stop_running, fencing = resume, options.stop_running, None
+        if hook is not None:  # cluster mode: the token, and a takeover's steps still to do
+            owed, stop_running, fencing = hook.takeover, hook.stop_running, hook.fencing_token
+            if owed is not None:
+                hosts = tuple(h for h in hosts if h.name in owed.steps)
+        hosts = tuple(order_hosts(hosts, expected, owed.steps if owed else None))
         levels = plan_levels(inventory, hosts, state_dir)
         targets = build_targets(
-            inventory, hosts, run_id, levels, resume, options.stop_running, expected=expected
+            inventory, hosts, run_id, levels, owed, stop_running, expected=expected, token=fencing
         )
         flusher = asyncio.create_task(_flush_logs(logs), name="flush-logs")
         view = None
@@ -301,7 +359,8 @@ async def _run(
                 tags={h.name: h.tags for h in hosts},
             )
         output = view if view is not None else _output_sink(options, out)
-        sinks: list[EventSink] = [store, logs, state]
+        recorders: list[EventSink] = [store] if hook is None else hook.wire(store, token)
+        sinks: list[EventSink] = [*recorders, logs, state]
         sink = FanOut(sinks if output is None else [*sinks, output])
 
         def on_cancel(reason: CancelReason, forced: bool) -> None:
@@ -339,6 +398,8 @@ async def _run(
                     exit_code = await engine.run()
         finally:
             flusher.cancel()
+        if hook is not None:
+            exit_code = hook.exit_code(exit_code)
     log_dir = run_log_dir(state_dir, run_id)
     closed = _print_summary(options, out, console, state, log_dir, exit_code)
     if view is not None and view.error is not None:

@@ -130,8 +130,9 @@ def render_step(
     adopt: Adopt | None = None,
     *,
     level: LevelChoice | None = None,
+    token: int | None = None,
 ) -> RenderedStep:
-    """Render ``step`` for ``host``.
+    """Render ``step`` for ``host``; ``token``: the cluster leader's fencing token, if any.
 
     ``level``: the level-policy choice for a step with ``levels`` (the ``backup`` step);
     without one such a step takes a level 0. Raises ValueError if ``run_id`` is not a
@@ -148,7 +149,8 @@ def render_step(
         body = body.replace("{level}", str(choice.level)).replace("{cumulative}", cumulative)
     if step.kind is StepKind.RMAN:
         prologue = _environment(host, rman=True)
-        lock = database_lock(host, run_id, step.name, adopt.continues if adopt else None)
+        continues = adopt.continues if adopt else None
+        lock = database_lock(host, run_id, step.name, continues, token=token)
         if adopt is not None:
             lock = f"{adoption(host, step.name, adopt)}; {lock}"
         command = f"{prologue}; {lock}; {_catalog_probe(host)}{RMAN}"
@@ -184,6 +186,7 @@ def render_condition(host: Host, condition: str) -> str:
 
 RMAN = '"$ORACLE_HOME/bin/rman" target /'
 LOCK_HELD_EXIT = 75  # EX_TEMPFAIL, like the local run lock
+FENCED_EXIT = 76  # the database has seen a newer cluster leader's token: this one is deposed
 
 
 LEDGER_LINES = 500  # a ledger this long is moved to <ledger>.1 (replacing it) before the next entry
@@ -191,10 +194,19 @@ LEDGER_LINES = 500  # a ledger this long is moved to <ledger>.1 (replacing it) b
 
 def lock_paths(host: Host) -> tuple[str, str]:
     """The remote lock directory of the host's database and its ledger of finished steps."""
+    base = _lock_base(host)
+    return f"{base}.lock", f"{base}.ledger"
+
+
+def fence_path(host: Host) -> str:
+    """The remote file holding the highest cluster leader token this database has seen."""
+    return f"{_lock_base(host)}.fence"
+
+
+def _lock_base(host: Host) -> str:
     # The loader only admits SIDs of [A-Za-z0-9_$#]; anything else never reaches the path.
     sid = re.sub(r"[^A-Za-z0-9_$#]", "_", host.oracle_sid)
-    base = f"{host.lock_dir.rstrip('/')}/fanout-{sid}"
-    return f"{base}.lock", f"{base}.ledger"
+    return f"{host.lock_dir.rstrip('/')}/fanout-{sid}"
 
 
 # alive PGID: the group leader still runs (a zombie is gone: orphans may wait long for init)
@@ -257,7 +269,9 @@ _RECORD = (
 )
 
 
-def database_lock(host: Host, run_id: str, step: str, continues: str | None = None) -> str:
+def database_lock(
+    host: Host, run_id: str, step: str, continues: str | None = None, *, token: int | None = None
+) -> str:
     """POSIX sh that takes the per-database lock for this step, or fails fast.
 
     At most one fanout-started rman per ORACLE_SID runs on a host, whatever
@@ -274,6 +288,14 @@ def database_lock(host: Host, run_id: str, step: str, continues: str | None = No
     rman therefore runs as a child, not via ``exec``. The uncontended path costs two
     processes besides rman (``mkdir``, ``rm``): on a fleet of hundreds, every fork
     counts.
+
+    In cluster mode ``token`` (the leader's fencing token, an etcd revision: it only grows)
+    is recorded as the owner's fourth field and, under the lock, checked against the
+    ``.fence`` file: if the database has already seen a newer leader's token, this step
+    releases the lock and exits 76 (``fanout: fenced: ...`` on stderr) without starting
+    rman; otherwise it writes its own token there (and exports it as FANOUT_TOKEN). So
+    once a new leader has started a step on a database, a deposed leader can never start
+    one there again.
     """
     lock, ledger = lock_paths(host)
     sid = shlex.quote(host.oracle_sid)
@@ -289,10 +311,28 @@ def database_lock(host: Host, run_id: str, step: str, continues: str | None = No
             'if ! mkdir "$lock" 2>/dev/null; then set -- $(cat "$lock/owner" 2>/dev/null)',
             f'if [ -n "$1" ] && alive "$1"; then {held} "$1" {age} >&2; {busy}; fi',
             f'rm -rf "$lock"; mkdir "$lock" 2>/dev/null || {{ {racing} >&2; {busy}; }}; fi',
-            'echo "$$ $tag" >"$lock/owner"',
+            *_fence(host, token),
             "trap '" + _RECORD + "' EXIT",
             "trap 'exit 130' INT; trap 'exit 143' TERM",
         )
+    )
+
+
+def _fence(host: Host, token: int | None) -> tuple[str, ...]:
+    """The owner line, and in cluster mode the token check against the ``.fence`` file."""
+    if token is None:
+        return ('echo "$$ $tag" >"$lock/owner"',)
+    if token < 0:
+        raise ValueError(f"fencing token must not be negative, got {token}")
+    fenced = (
+        "printf 'fanout: fenced: leader token %s is older than %s (a newer leader took over)\\n'"
+    )
+    return (
+        f'echo "$$ $tag {token:d}" >"$lock/owner"; FANOUT_TOKEN={token:d}; export FANOUT_TOKEN',
+        f"fence={shlex.quote(fence_path(host))}",
+        f'f=$(cat "$fence" 2>/dev/null); if [ -n "$f" ] && [ "$f" -gt {token:d} ] 2>/dev/null; '
+        f'then {fenced} {token:d} "$f" >&2; rm -rf "$lock"; exit {FENCED_EXIT}; fi',
+        f'echo {token:d} >"$fence"',
     )
 
 
@@ -304,11 +344,13 @@ def render_host(
     only: Collection[str] | None = None,
     adopt: Adopt | None = None,
     levels: Mapping[str, LevelChoice] | None = None,
+    token: int | None = None,
 ) -> tuple[RenderedStep, ...]:
     """Render the host's steps in its order; ``inventory.steps`` first, then BUILTIN_STEPS.
 
-    ``only`` keeps just those steps (a resume, ``--steps``); ``adopt`` is passed to each
-    of them; ``levels`` maps a step with a level policy to its choice for this host.
+    ``only`` keeps just those steps (a resume, ``--steps``); ``adopt`` and ``token`` (cluster
+    mode's fencing token) are passed to each of them; ``levels`` maps a step with a level
+    policy to its choice for this host.
     Raises KeyError for a step name found in neither (the loader rejects those first),
     and ValueError as ``render_step`` does.
     """
@@ -322,7 +364,7 @@ def render_host(
         if step is None:
             raise KeyError(f"host {host.name}: unknown step {name!r}")
         choice = levels.get(name) if levels is not None else None
-        rendered.append(render_step(host, step, run_id, adopt, level=choice))
+        rendered.append(render_step(host, step, run_id, adopt, level=choice, token=token))
     return tuple(rendered)
 
 

@@ -859,6 +859,23 @@ class Store:
                 kept.append(run)
         return prunable, kept
 
+    def set_log_paths(self, run_id: str, paths: Mapping[tuple[str, str], str]) -> None:
+        """Set the log path of steps already recorded, ``(host, step) → path``, in one
+        transaction: cluster mode copies a step another node ran as ``node:/its/path``
+        (the store otherwise derives each step's log path from its own state dir).
+
+        Raises ``StoreError`` if the database fails (nothing is changed then).
+        """
+        sql = "UPDATE steps SET log_path = ? WHERE run_id = ? AND host = ? AND step = ?"
+        try:
+            self._commit(
+                [(sql, (path, run_id, host, step)) for (host, step), path in paths.items()]
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"{self.path}: {run_id}: log paths not recorded: {_reason(exc)}"
+            ) from exc
+
     def delete_runs(self, run_ids: Collection[str]) -> None:
         """Remove these runs with their hosts and steps, in one transaction.
 

@@ -153,7 +153,7 @@ ERROR_BANNER = (
     RULE,
 )
 DATAFILES = ("system01", "sysaux01", "undotbs01", "users01", "data01", "data02", "index01")
-ENV_KEYS = ("ORACLE_SID", "ORACLE_HOME", "NLS_LANG", "NLS_DATE_FORMAT", "PATH")
+ENV_KEYS = ("ORACLE_SID", "ORACLE_HOME", "NLS_LANG", "NLS_DATE_FORMAT", "PATH", "FANOUT_TOKEN")
 CONTROL_ENV = "FANOUT_SIM_CONTROL"
 CHILD_CODE = (
     "import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_DFL); "

@@ -340,24 +340,24 @@ def render_show_brief(
     """``show``: the run's header block, then what failed or was cancelled (cause and log
     file), the hosts that never started, and last the totals line (``hosts``), which the
     header of ``render_show`` carries. Every step of every host: ``render_show``."""
-    head = render_show(RunDetail(detail.run, ()), now=now, tz=tz).splitlines()
+    head = render_show(RunDetail(detail.run, (), detail.orphans), now=now, tz=tz).splitlines()
     totals = [line for line in head if line.startswith("hosts ")]
     head = [line for line in head if not line.startswith("hosts ")]
     lines = [line for p in run_problems(detail, host_log) for line in problem_lines(p)]
     never = [h.name for h in detail.hosts if h.status == "not started"]
     if never:
-        shown = ", ".join(never[:NOT_STARTED_NAMES])
+        names = ", ".join(never[:NOT_STARTED_NAMES])
         more = f", +{len(never) - NOT_STARTED_NAMES} more" if len(never) > NOT_STARTED_NAMES else ""
-        lines.append(f"Not started ({len(never)}): {shown}{more}")
-    lines += [f"may still be running: {o.host} pgid {o.pgid}" for o in detail.orphans]
-    out = [*head, "", *lines, *totals] if lines else [*head, *totals]
-    return "\n".join(map(make_visible, out)) + "\n"  # remote text: escaped for the terminal
+        lines.append(f"Not started ({len(never)}): {names}{more}")
+    shown = [*head, "", *lines, *totals] if lines else [*head, *totals]
+    return "\n".join(map(make_visible, shown)) + "\n"  # remote text: escaped for the terminal
 
 
 def select_run_hosts(detail: RunDetail, globs: Sequence[str]) -> RunDetail:
     """The run with only the hosts whose name matches one of ``globs`` (fnmatch)."""
     hosts = tuple(h for h in detail.hosts if any(fnmatchcase(h.name, g) for g in globs))
-    return RunDetail(detail.run, hosts)
+    names = {h.name for h in hosts}
+    return RunDetail(detail.run, hosts, tuple(o for o in detail.orphans if o.host in names))
 
 
 def run_marks(run: RunSummary) -> str:

@@ -148,6 +148,8 @@ def _cancel_text(event: CancelRequested) -> str:
             text = f"cancel requested: {event.reason} received"
         case CancelReason.STORE:
             text = "stopping: the run store cannot record the run"
+        case CancelReason.LEADERSHIP_LOST:
+            text = "cluster leadership lost: stopping, another node takes over"
         case _:
             assert_never(event.reason)
     if event.forced:

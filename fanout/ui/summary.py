@@ -45,6 +45,7 @@ CANCEL_TEXT: dict[CancelReason, str] = {
     CancelReason.SIGINT: "by SIGINT (Ctrl-C)",
     CancelReason.SIGTERM: "by SIGTERM",
     CancelReason.STORE: "because the run store could not record the run",
+    CancelReason.LEADERSHIP_LOST: "on losing cluster leadership",
 }
 
 

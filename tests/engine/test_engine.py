@@ -421,10 +421,11 @@ async def test_cancel_after_the_run_changes_nothing() -> None:
 
 
 def test_core_imports_no_ssh_ui_or_storage() -> None:
-    """Importing the engine pulls in neither asyncssh, rich, sqlite3 nor typer."""
+    """Importing the engine pulls in neither asyncssh, rich, sqlite3, typer nor cluster mode."""
     code = (
         "import sys, fanout.engine, fanout.steps, fanout.rman, fanout.cancel, fanout.events;"
-        "bad = [m for m in ('asyncssh', 'rich', 'sqlite3', 'typer') if m in sys.modules];"
+        "bad = [m for m in ('asyncssh', 'rich', 'sqlite3', 'typer', 'grpc', 'aetcd',"
+        " 'fanout.cluster') if m in sys.modules];"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -289,8 +289,8 @@ ERRORS = [
         id="unknown-defaults-key",
     ),
     pytest.param(
-        "settings:\n  colour: auto\n" + _host(),
-        "nightly.yaml:2: settings: unknown key 'colour'",
+        "settings:\n  flavour: auto\n" + _host(),
+        "nightly.yaml:2: settings: unknown key 'flavour'",
         id="unknown-key-no-hint",
     ),
     pytest.param(
