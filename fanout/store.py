@@ -1,7 +1,13 @@
 """The run store: SQLite (WAL) at ``<state_dir>/fanout.db``, written from the event stream.
 
-``Store`` is an ``EventSink``. Every state change is one small ``BEGIN IMMEDIATE``
-transaction, committed before ``emit`` returns; ``StepOutput`` (the bulk of the
+``Store`` is an ``EventSink``. A state change that precedes an action (``RunStarted``,
+``HostStarted``, ``StepStarted``, ``RunFinished``) is committed before ``emit`` returns,
+in one ``BEGIN IMMEDIATE`` transaction together with any change still pending. The
+record of something that already ended (``StepFinished``, ``HostFinished``,
+``OrphanUnconfirmed``) is group-committed: with the next change that must be durable, or
+at the end of the current event-loop iteration, whichever comes first (at once outside a
+loop). So the events of many hosts that arrive together cost one fsync, and no step ever
+starts while the record of an earlier one is uncommitted. ``StepOutput`` (the bulk of the
 stream) and events that change no row return at once. A step row exists from
 ``RunStarted`` ('pending'), is 'running' from ``StepStarted`` and takes the final
 status from ``StepFinished`` (back to 'pending' when another attempt follows), so a
@@ -25,6 +31,8 @@ Linux the process start time, so a reused pid is not taken for it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -389,6 +397,8 @@ _BACKUP_FINISHED = f"""INSERT INTO backups (address, oracle_sid, step, success_r
         last_ended_at = CASE WHEN {_NEWER.format(old="last_ended_at", new="last_ended_at")}
             THEN excluded.last_ended_at ELSE last_ended_at END"""
 _FINAL_STATUSES = frozenset({"ok", "failed", "cancelled"})
+# Records of what already ended: group-committed (see the module docstring).
+_GROUPED = (StepFinished, HostFinished, OrphanUnconfirmed)
 _HOST_FINISHED = (
     "UPDATE hosts SET status = ?, cause = ?, ended_at = ? WHERE run_id = ? AND name = ?"
 )
@@ -446,7 +456,11 @@ def open_store(
         moved_aside = _move_aside(path)
         db = _connect(path, check=False)
     try:
-        yield Store(db, path, moved_aside=moved_aside, on_write_error=on_write_error)
+        store = Store(db, path, moved_aside=moved_aside, on_write_error=on_write_error)
+        try:
+            yield store
+        finally:
+            store.flush()
     finally:
         db.close()
 
@@ -537,15 +551,25 @@ class Store:
         moved_aside: Path | None = None,
         on_write_error: Callable[[StoreError], None] | None = None,
     ) -> None:
-        self._db = db
+        self._conn = db
+        self._pending: list[_Stmt] = []  # group commit: finished-records not yet committed
+        self._pending_first: str | None = None  # the first pending event's type (errors)
+        self._flush_soon: asyncio.Handle | None = None
         self.path = path
         self.moved_aside = moved_aside  # where a corrupt database was moved by open_store
         self._on_write_error = on_write_error
         self._hostname = socket.gethostname()
         self.write_error: StoreError | None = None  # the first change that was not recorded
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, for readers: whatever is pending is committed first."""
+        if self._pending:
+            self.flush()
+        return self._conn
+
     def emit(self, event: Event) -> None:
-        """Commit the row changes of one event before returning.
+        """Record one event: committed before returning, or group-committed (see above).
 
         A database error (disk full, read-only, corrupt, locked past the busy timeout)
         never raises into the engine: the transaction is rolled back and logged, the
@@ -594,16 +618,48 @@ class Store:
                 stmts = [(_RUN_FINISHED, (event.at, event.exit_code, outcome, event.run_id))]
             case _:
                 assert_never(event)
+        if isinstance(event, _GROUPED):
+            if self._pending_first is None:
+                self._pending_first = f"{event.run_id}: {type(event).__name__}"
+            self._pending += stmts
+            if self._flush_soon is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop: nothing else can arrive together with it
+                    self.flush()
+                    return
+                self._flush_soon = loop.call_soon(self.flush)
+            return
+        self._write(f"{event.run_id}: {type(event).__name__}", stmts)
+
+    def flush(self) -> None:
+        """Commit the group-committed changes still pending (idempotent; never raises)."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if self._pending:
+            self._write(None, [])
+
+    def _write(self, what: str | None, stmts: list[_Stmt]) -> None:
+        """Commit the pending changes and ``stmts`` in one transaction; never raises."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        pending, first = self._pending, self._pending_first
+        self._pending, self._pending_first = [], None
         try:
-            self._commit(stmts)
+            self._commit(pending + stmts)
         except sqlite3.Error as exc:
+            if pending and stmts:  # keep the good records a failing change would take along
+                with contextlib.suppress(sqlite3.Error):
+                    self._commit(pending)
+            what = what or first
             if self.write_error is None:
-                what = f"{event.run_id}: {type(event).__name__} not recorded"
-                self.write_error = StoreError(f"{self.path}: {what}: {_reason(exc)}")
+                self.write_error = StoreError(f"{self.path}: {what} not recorded: {_reason(exc)}")
                 self.write_error.__cause__ = exc
                 if self._on_write_error is not None:
                     self._on_write_error(self.write_error)
-            _log.debug("run store %s: %s not recorded: %s", self.path, type(event).__name__, exc)
+            _log.debug("run store %s: %s not recorded: %s", self.path, what, exc)
 
     def _plan(self, event: RunStarted) -> list[_Stmt]:
         run = event.run_id
@@ -640,9 +696,10 @@ class Store:
         return stmts
 
     def _commit(self, stmts: Sequence[_Stmt]) -> None:
-        with _transaction(self._db):
+        db = self._conn
+        with _transaction(db):
             for sql, params in stmts:
-                self._db.execute(sql, params)
+                db.execute(sql, params)
 
     def recent_runs(
         self, inventory_path: PathArg | None = None, limit: int = 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -223,6 +224,61 @@ def test_step_rows_are_committed_before_emit_returns(store: Store) -> None:
     store.emit(RunFinished("r1", 1, None, 300.0, T0 + 300))
     assert reader.execute("SELECT outcome, exit_code FROM runs").fetchone() == ("failed", 1)
     reader.close()
+
+
+async def test_group_commit_never_delays_a_step_start(store: Store) -> None:
+    """In a loop, a finished record waits at most one iteration and never past the next start."""
+    reader = sqlite3.connect(store.path)
+    commits: list[str] = []
+    store._conn.set_trace_callback(  # count transactions (the group commit's whole point)
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )
+
+    def status(host: str, step: str) -> str:
+        row: tuple[str] = reader.execute(
+            "SELECT status FROM steps WHERE host = ? AND step = ?", (host, step)
+        ).fetchone()
+        return row[0]
+
+    store.emit(_plan())
+    for host in ("db01", "db02"):
+        store.emit(HostStarted("r1", host, T0))
+        store.emit(StepStarted("r1", host, "full", 1, "rman", T0 + 1))
+    assert status("db01", "full") == status("db02", "full") == "running"
+    commits.clear()
+    store.emit(_step("r1", "db01", "full", StepStatus.OK, T0 + 60))
+    store.emit(_step("r1", "db02", "full", StepStatus.OK, T0 + 60))
+    store.emit(StepStarted("r1", "db01", "archivelog", 1, "rman", T0 + 61))
+    # the start is durable when emit returns, with the finished records before it: one commit
+    assert (status("db01", "full"), status("db02", "full")) == ("ok", "ok")
+    assert status("db01", "archivelog") == "running"
+    assert len(commits) == 1
+    store.emit(_step("r1", "db01", "archivelog", StepStatus.OK, T0 + 90))
+    store.emit(HostFinished("r1", "db01", HostStatus.OK, None, 90.0, None, T0 + 90))
+    await asyncio.sleep(0)  # the end of this loop iteration: both in one transaction
+    assert status("db01", "archivelog") == "ok"
+    assert reader.execute("SELECT status FROM hosts WHERE name = 'db01'").fetchone() == ("ok",)
+    assert len(commits) == 2
+    reader.close()
+
+
+async def test_group_commit_failure_is_reported_and_readers_flush(tmp_path: Path) -> None:
+    """Readers see pending records; a failing change is reported without losing them."""
+    reported: list[StoreError] = []
+    with open_store(tmp_path, on_write_error=reported.append) as store:
+        store.emit(_plan())
+        store.emit(StepStarted("r1", "db01", "full", 1, "rman", T0 + 1))
+        store.emit(_step("r1", "db01", "full", StepStatus.OK, T0 + 60))
+        detail = store.run_detail("r1")  # a reader commits what is pending first
+        assert detail is not None
+        assert detail.hosts[0].steps[0].status == "ok"
+        store.emit(HostFinished("r1", "db01", HostStatus.OK, None, 60.0, None, T0 + 60))
+        store.emit(StepStarted("nope", "ghost", "full", 1, "rman", T0))  # no such run or host
+        assert reported == [store.write_error]
+        assert "nope: StepStarted not recorded" in str(store.write_error)
+        hosts = store.run_detail("r1")
+        assert hosts is not None
+        assert hosts.hosts[0].status == "ok"  # the pending record was not lost with it
 
 
 def test_output_and_stateless_events_write_nothing(store: Store) -> None:
