@@ -16,7 +16,12 @@ the remote login is the ``fanout-test`` user with /bin/sh), then measures, in on
 * cancel latency: 50 hosts with 30 s steps, SIGINT to fanout once every first step runs,
   then /proc polled every 10 ms until each host's remote process group is gone;
 * live table render cost at 500 hosts (``benchmarks/render.py``, another engineer's);
-* ``fanout --help`` wall time (median of 7).
+* ``fanout --help`` wall time (median of 7);
+* with ``--scale 2000``: the 2,000-host ``fanout demo`` run (``benchmarks/scale.py``: wall,
+  the process's own CPU, peak RSS and fds, store size) and the live table at that size.
+
+The 1-minute load average as each measured run starts is reported: on a shared machine
+compare against the baseline of the same run, never across runs.
 
 Writes ``benchmarks/RESULTS.md``; the hand-written analysis between the ``analysis`` markers
 of an existing file is kept.
