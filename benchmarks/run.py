@@ -16,7 +16,12 @@ the remote login is the ``fanout-test`` user with /bin/sh), then measures, in on
 * cancel latency: 50 hosts with 30 s steps, SIGINT to fanout once every first step runs,
   then /proc polled every 10 ms until each host's remote process group is gone;
 * live table render cost at 500 hosts (``benchmarks/render.py``, another engineer's);
-* ``fanout --help`` wall time (median of 7).
+* ``fanout --help`` wall time (median of 7);
+* with ``--scale 2000``: the 2,000-host ``fanout demo`` run (``benchmarks/scale.py``: wall,
+  the process's own CPU, peak RSS and fds, store size) and the live table at that size.
+
+The 1-minute load average as each measured run starts is reported: on a shared machine
+compare against the baseline of the same run, never across runs.
 
 Writes ``benchmarks/RESULTS.md``; the hand-written analysis between the ``analysis`` markers
 of an existing file is kept.
@@ -96,11 +101,13 @@ class Sample:
     rss_kib: int  # peak resident set
     status: int
     busy: float  # share of all CPUs busy meanwhile, 0..1
+    load: float = 0.0  # 1-minute load average when it started (other work on the machine)
 
 
 def measure(argv: Sequence[str], *, log: Path, timeout: float = RUN_TIMEOUT) -> Sample:
     """Run ``argv`` to the end (killed after ``timeout``) and measure it with wait4."""
     busy0, total0 = machine_ticks()
+    load = os.getloadavg()[0]
     start = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -124,6 +131,7 @@ def measure(argv: Sequence[str], *, log: Path, timeout: float = RUN_TIMEOUT) -> 
         rss_kib=usage.ru_maxrss,
         status=proc.returncode,
         busy=(busy1 - busy0) / max(1, total1 - total0),
+        load=load,
     )
 
 
@@ -365,11 +373,11 @@ def _starts(home: Path) -> list[dict[str, Any]]:
 # --- render and --help ------------------------------------------------------------------------
 
 
-def run_render(quick: bool) -> tuple[list[str], float | None]:
+def run_render(quick: bool, hosts: int = 500) -> tuple[list[str], float | None]:
     script = ROOT / "benchmarks" / "render.py"
     if not script.exists():
         return [], None
-    argv = [PYTHON, str(script), "--hosts", "500"] + (["--frames", "40"] if quick else [])
+    argv = [PYTHON, str(script), "--hosts", str(hosts)] + (["--frames", "40"] if quick else [])
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     shares = [float(m[1]) for line in lines if (m := re.search(r"([\d.]+) % of one core", line))]
@@ -388,6 +396,18 @@ def run_scheduler(fleets: int = 100, seed: int = 2026) -> list[str]:
     lines = markdown(results, cost, fleets, seed)
     print("\n".join(lines[-4:]), flush=True)
     return lines
+
+
+def run_scale(hosts: int, max_parallel: int) -> dict[str, Any]:
+    """``benchmarks/scale.py``: ``fanout demo`` of ``hosts`` hosts, ``max_parallel`` at once."""
+    argv = [PYTHON, str(ROOT / "benchmarks" / "scale.py"), "--hosts", str(hosts)]
+    argv += ["--max-parallel", str(max_parallel), "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    try:
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": (done.stderr or done.stdout)[-300:]}
+    return result
 
 
 def run_help(times: int = 7) -> list[float]:
@@ -418,6 +438,17 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def _load_line(throughput: list[Throughput]) -> list[str]:
+    loads = [s.load for t in throughput for s in (*t.fanout, *t.baseline, *t.wrapped)]
+    if not loads:
+        return []
+    return [
+        f"- machine load (1-min load average as each measured run started; the machine is "
+        f"shared with other work): {min(loads):.1f} - {max(loads):.1f}, median "
+        f"{median(loads):.1f}"
+    ]
 
 
 def machine() -> list[str]:
@@ -456,6 +487,7 @@ def write_results(
     fd_limit: int,
     attribution: tuple[int, dict[str, list[dict[str, float]]]] | None = None,
     scheduler: list[str] | None = None,
+    scale: tuple[dict[str, Any], tuple[list[str], float | None]] | None = None,
 ) -> None:
     analysis = ""
     if path.exists():
@@ -484,6 +516,7 @@ def write_results(
         f"- medians of {runs} run(s) per figure; fanout runs with `--batch --quiet`, its logs and "
         "run store on (a fresh state dir per run), `max_parallel` = N, other settings default "
         f"(`max_connecting` {Settings().max_connecting})",
+        *_load_line(throughput),
         "",
     ]
     target_rows: list[tuple[str, str, str]] = []
@@ -558,6 +591,31 @@ def write_results(
                 "not measured",
             )
         )
+    if scale is not None:
+        result, (_scale_lines, scale_render) = scale
+        hosts = result.get("hosts", "?")
+        expected = result.get("exit") == 1 and "2 failed" in str(result.get("summary", ""))
+        target_rows += [
+            (
+                f"{hosts} hosts (`fanout demo`, max_parallel {result.get('max_parallel', '?')}) "
+                "complete, no error but the 2 scripted failures",
+                f"exit {result.get('exit', '?')} in {result.get('wall_s', '?')} s",
+                verdict(expected),
+            ),
+            (
+                f"{hosts} hosts: peak RSS ≤ 400 MB",
+                f"{result.get('peak_rss_mib', '?')} MiB",
+                verdict(float(result.get("peak_rss_mib", 1e9)) * 1.048576 <= 400),
+            ),
+        ]
+        if scale_render is not None:
+            target_rows.append(
+                (
+                    f"live render ≤ {TARGETS['render_pct']:g} % of one core, {hosts} hosts",
+                    f"{scale_render:.2f} % (worst size)",
+                    verdict(scale_render <= TARGETS["render_pct"]),
+                )
+            )
     help_median = median(helps)
     if helps:
         target_rows.append(
@@ -649,6 +707,22 @@ def write_results(
             )
         imports = [r["import_cpu"] for records in variants.values() for r in records]
         out += ["", f"Importing fanout's run path: {median(imports) * 1000:.0f} ms CPU.", ""]
+    if scale is not None:
+        result, (scale_lines, _share) = scale
+        out += [
+            f"## {result.get('hosts', '?')} hosts on one machine (`benchmarks/scale.py`)",
+            "",
+            "`fanout demo --hosts N --max-parallel P --batch`: the simulated fleet is an "
+            "in-process asyncssh server, so the fanout process's CPU below is client *and* "
+            "server side of every connection (the shells and RMAN fakes are its children, "
+            "not counted).",
+            "",
+            *(f"- {key}: {value}" for key, value in result.items()),
+            "",
+        ]
+        if scale_lines:
+            out += ["Live table render at the same size (`benchmarks/render.py`):", ""]
+            out += ["```", *scale_lines, "```", ""]
     if scheduler:
         out += scheduler
     if bench.notes:
@@ -671,6 +745,10 @@ def main() -> int:
     )
     parser.add_argument("--attribute", action="store_true", help="add the CPU attribution")
     parser.add_argument("--attribute-hosts", type=int, default=200)
+    parser.add_argument(
+        "--scale", type=int, default=0, help="also the N-host demo run (2000), ~8 min"
+    )
+    parser.add_argument("--scale-parallel", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
@@ -717,6 +795,12 @@ def main() -> int:
         if helps:
             print(f"fanout --help: median {median(helps):.3f} s", flush=True)
         scheduler = run_scheduler() if "scheduler" not in skip else None
+        scale = None
+        if args.scale:
+            print(f"scale: {args.scale} hosts", flush=True)
+            result = run_scale(args.scale, args.scale_parallel)
+            print(result, flush=True)
+            scale = (result, run_render(args.quick, hosts=args.scale))
         write_results(
             args.out,
             args,
@@ -728,6 +812,7 @@ def main() -> int:
             fd_limit,
             attribution,
             scheduler,
+            scale,
         )
         print(f"wrote {args.out}")
     finally:

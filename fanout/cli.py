@@ -450,6 +450,15 @@ def demo(
             "too long for it and one slower than its history (try with --failures 0).",
         ),
     ] = False,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel",
+            min=1,
+            hidden=True,  # benchmarks (the 2,000-host run); the demo's default is ~3 waves
+            help="Hosts at once (default: about three waves, at most 64).",
+        ),
+    ] = None,
 ) -> None:
     """Run fanout for real against a simulated fleet on 127.0.0.1 (exit codes as `run`)."""
     from fanout.sim.demo import DemoOptions, run_demo
@@ -463,6 +472,7 @@ def demo(
         no_color=no_color,
         argv=tuple(sys.argv),
         window=window,
+        max_parallel=max_parallel,
     )
     raise typer.Exit(guarded(lambda: run_demo(options)))
 

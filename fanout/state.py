@@ -286,6 +286,9 @@ class RunState:
         self.cancel: CancelRequested | None = None  # the latest cancel request
         self.finished: RunFinished | None = None
         self.rows: dict[str, HostRow] = {}  # dispatch order
+        self.layout = 0  # bumped when a row or a step cell is added (views cache on it)
+        self._steps_all = 0  # step cells, and how many are finished: step_totals() in O(1)
+        self._steps_done = 0
         self.orphans: list[OrphanUnconfirmed] = []  # remote groups that may still be running
         self._finished_hosts = 0
         # -- the backup window (scheduler.py) --
@@ -344,6 +347,7 @@ class RunState:
                 row.progress = None
                 self._readers[event.host, event.step] = self._new_reader()
                 cell = self._cell(row, event.step)
+                self._steps_done -= cell.finished
                 cell.status = CellStatus.RUNNING
                 cell.attempt = event.attempt
                 cell.started_at = event.at
@@ -354,9 +358,11 @@ class RunState:
                 self._readers.pop((event.host, event.step), None)
                 row = self._row(event.host)
                 cell = self._cell(row, event.step)
+                self._steps_done -= cell.finished
                 cell.status = (
                     CellStatus.RETRYING if event.will_retry else CellStatus(event.status.value)
                 )
+                self._steps_done += cell.finished
                 cell.attempt = max(cell.attempt, event.attempt)
                 cell.duration = event.duration
                 cell.exit_status = event.exit_status
@@ -388,6 +394,8 @@ class RunState:
         for step, expected in zip(planned.steps, planned.expected, strict=False):
             row.steps[step].expected = expected
         self.rows[planned.name] = row
+        self.layout += 1
+        self._steps_all += len(row.steps)
         return row
 
     def _row(self, host: str) -> HostRow:
@@ -396,11 +404,12 @@ class RunState:
             row = self._add_row(PlannedHost(host, 0, "", "", ()))
         return row
 
-    @staticmethod
-    def _cell(row: HostRow, step: str) -> StepCell:
+    def _cell(self, row: HostRow, step: str) -> StepCell:
         cell = row.steps.get(step)
         if cell is None:
             cell = row.steps[step] = StepCell(step)
+            self.layout += 1
+            self._steps_all += 1
         return cell
 
     def _finish_host(self, event: HostFinished) -> None:
@@ -420,10 +429,12 @@ class RunState:
         for cell in row.steps.values():
             if cell.status is CellStatus.QUEUED:
                 cell.status = CellStatus.SKIPPED
+                self._steps_done += 1
             elif not cell.finished:  # running/retrying: the engine did not say; keep it honest
                 cancelled = row.status is HostPhase.CANCELLED
                 cell.status = CellStatus.CANCELLED if cancelled else CellStatus.FAILED
                 cell.cause = cell.cause or row.cause
+                self._steps_done += 1
 
     # ----------------------------------------------------------------- reads
 
@@ -533,9 +544,8 @@ class RunState:
         return simulate(queued, limits, now=now, deadline=deadline, running=running).end
 
     def step_totals(self) -> tuple[int, int]:
-        """(finished steps, all steps) over every host."""
-        cells = [cell for row in self.rows.values() for cell in row.steps.values()]
-        return sum(cell.finished for cell in cells), len(cells)
+        """(finished steps, all steps) over every host (kept as events are applied)."""
+        return self._steps_done, self._steps_all
 
 
 def _visible(text: str | None) -> str | None:

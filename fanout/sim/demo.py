@@ -98,6 +98,7 @@ class DemoOptions:
     no_color: bool = False
     argv: tuple[str, ...] = ()
     window: bool = False  # the backup-window scenario (fanout/sim/window.py)
+    max_parallel: int | None = None  # None: ~3 waves, at most 64 (benchmarks raise it)
 
 
 def _example_hosts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -185,6 +186,7 @@ def build_inventory(
     hosts: int | None,
     failures: int,
     speed: float,
+    max_parallel: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Problem]]:
     """The demo inventory document and the scripted problems by host name; every database is
     set up in ``fleet`` (its pace the same on every run, 3-6 s for a full backup at speed 1)."""
@@ -207,7 +209,8 @@ def build_inventory(
             entry["step_timeout"] = f"{round(max(5.0, 10.0 / speed), 3):g}s"
     document = {
         "settings": {
-            "max_parallel": 4 if hosts is None else min(64, max(4, -(-hosts // 3))),  # ~3 waves
+            "max_parallel": max_parallel
+            or (4 if hosts is None else min(64, max(4, -(-hosts // 3)))),
             "cancel_grace": f"{round(max(0.5, 30.0 / speed), 3):g}s",
             "max_connecting": 16,
             "state_dir": str(state_dir),
@@ -247,6 +250,7 @@ def run_demo(options: DemoOptions) -> int:
             hosts=options.hosts,
             failures=options.failures,
             speed=options.speed,
+            max_parallel=options.max_parallel,
         )
         path = state_dir / INVENTORY_NAME
         header = (

@@ -294,6 +294,9 @@ class SshOptions:
         self.keepalive_count_max = keepalive_count_max
         self.close_timeout = close_timeout
         self._known_cache: dict[Path, tuple[int, int, asyncssh.SSHKnownHosts]] = {}
+        # Parsed once per distinct settings, reused while the files are unchanged (stat key):
+        self._jumps_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._keys_cache: dict[str, tuple[tuple[object, ...], list[asyncssh.SSHKeyPair]]] = {}
 
     async def connect(self, host: Host) -> Link:
         """Open a connection to ``host`` through its ProxyJump hops, if any.
@@ -304,10 +307,7 @@ class SshOptions:
         before CancelledError propagates.
         """
         config = config_files(host)
-        try:
-            jumps = resolve(host).jumps
-        except TransportError:
-            jumps = ()  # the final connect reports the config problem
+        jumps = self._jumps(host, config)
         if any(hop.lower() == "none" for hop in jumps):
             jumps = ()
         hops: list[asyncssh.SSHClientConnection] = []
@@ -381,7 +381,7 @@ class SshOptions:
         if host.identity_file is not None:
             if not os.access(host.identity_file, os.R_OK):
                 raise TransportError(host.name, f"cannot read identity file {host.identity_file}")
-            options["client_keys"] = [str(host.identity_file)]  # the agent is still offered
+            options["client_keys"] = self._client_keys(str(host.identity_file))  # + the agent
         client = Client()
 
         async def handshake() -> asyncssh.SSHClientConnection:
@@ -401,6 +401,37 @@ class SshOptions:
                 _describe(address, port, user, config, attempt)
                 raise attempt.error(exc) from exc
 
+    def _jumps(self, host: Host, config: list[str]) -> tuple[str, ...]:
+        """The ProxyJump hops of ``host`` (``resolve``), parsed once per distinct settings
+        while the ssh config files are unchanged."""
+        key = (host.address, host.port, host.user, *((f, _file_state(f)) for f in config))
+        jumps = self._jumps_cache.get(key)
+        if jumps is None:
+            try:
+                jumps = resolve(host).jumps
+            except TransportError:
+                jumps = ()  # the final connect reports the config problem (not cached)
+            else:
+                self._jumps_cache[key] = jumps
+        return jumps
+
+    def _client_keys(self, path: str) -> list[str] | list[asyncssh.SSHKeyPair]:
+        """The identity file (and its ``-cert.pub``) parsed once while both are unchanged.
+
+        A key asyncssh cannot load here (encrypted, damaged) is handed over as its path,
+        so the connection attempt reports it exactly as before.
+        """
+        state = (_file_state(path), _file_state(path + "-cert.pub"))
+        cached = self._keys_cache.get(path)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        try:
+            keys = list(asyncssh.load_keypairs([path]))
+        except (OSError, ValueError, asyncssh.KeyImportError):
+            return [path]
+        self._keys_cache[path] = (state, keys)
+        return keys
+
     def _read_known_hosts(self, host: Host, attempt: ConnectAttempt) -> asyncssh.SSHKnownHosts:
         path = attempt.known_hosts
         try:
@@ -419,6 +450,15 @@ class SshOptions:
             raise HostKeyError(host.name, f"cannot read {path}: {exc}") from exc
         self._known_cache[path] = (st.st_mtime_ns, st.st_size, known)
         return known
+
+
+def _file_state(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: (inode, size, mtime, ctime) in ns; None if it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _describe(

@@ -7,6 +7,7 @@ module has one reason to change. Layout and the reasons behind it: ``live.py``'s
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -357,7 +358,7 @@ def _table(
     One Text rather than a rich Table: a Table renders every cell through its own
     layout pass, which costs 4x more CPU per frame with 50 rows on screen.
     """
-    steps = _step_names(state.rows.values())
+    steps, host_width = _layout(state)
     cancelling = prompt.cancelling or state.cancel is not None
     lasts = [_last_line(row, cancelling, prompt.stopping, now) for row in rows]
     cell_rows = [
@@ -378,7 +379,7 @@ def _table(
     plan = _plan_widths(
         width,
         prio=max((len(str(row.priority)) for row in rows), default=1),
-        host=max((cell_len(row.name) for row in state.rows.values()), default=4),
+        host=host_width,
         sid=min(SID_MAX, max((cell_len(row.sid) for row in rows), default=0)),
         steps=[min(STEP_MAX, max(STEP_NATURAL, cell_len(step))) for step in steps],
         last=max((cell_len(text) for text, _ in lasts), default=0),
@@ -434,6 +435,23 @@ def _table(
                 text.append(" ")  # the gap between columns, never styled
             text.append(part, style or None)
     return text
+
+
+_LAYOUT: weakref.WeakKeyDictionary[RunState, tuple[int, list[str], int]] = (
+    weakref.WeakKeyDictionary()
+)  # state -> (its layout, step names, host width)
+
+
+def _layout(state: RunState) -> tuple[list[str], int]:
+    """Every step name (first-seen order) and the widest host name: O(hosts), so computed
+    again only when ``state.layout`` says a row or a step was added."""
+    cached = _LAYOUT.get(state)
+    if cached is not None and cached[0] == state.layout:
+        return cached[1], cached[2]
+    steps = _step_names(state.rows.values())
+    width = max((cell_len(row.name) for row in state.rows.values()), default=4)
+    _LAYOUT[state] = (state.layout, steps, width)
+    return steps, width
 
 
 def _step_names(rows: Iterable[HostRow]) -> list[str]:

@@ -3,14 +3,16 @@ ssh config (precedence: host entry > defaults > ssh config > built-in defaults).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from fanout.errors import InventoryError
 from fanout.inventory import load_inventory
 from fanout.model import Host, Settings
-from fanout.transport.connect import resolve
+from fanout.transport.connect import SshOptions, resolve
 
 HOST = "{name: a, address: db-alias, priority: 1, oracle_sid: A, oracle_home: /oh"
 
@@ -88,3 +90,49 @@ def test_unset_user_and_port_come_from_the_ssh_config_then_builtins(tmp_path: Pa
     assert (resolved.user, resolved.hostname, resolved.port) == ("backup", "db-alias", 22)
     assert resolved.jumps == ("jump@bastion:2222", "relay")
     assert resolved.config == (str(config),)
+
+
+def _options() -> SshOptions:
+    return SshOptions(
+        max_connecting=1, keepalive_interval=None, keepalive_count_max=None, close_timeout=1
+    )
+
+
+def test_identity_is_parsed_once_and_reread_when_it_changes(tmp_path: Path) -> None:
+    """The parsed client key is reused across connections until the key or its cert changes."""
+    key_path = tmp_path / "id_ed25519"
+    first = asyncssh.generate_private_key("ssh-ed25519")
+    first.write_private_key(key_path)
+    options = _options()
+    keys = options._client_keys(str(key_path))
+    assert options._client_keys(str(key_path)) is keys  # cached: no second parse
+    assert keys[0].public_data == first.public_data
+    second = asyncssh.generate_private_key("ssh-ed25519")
+    second.write_private_key(key_path)  # the operator rotated the key
+    rotated = options._client_keys(str(key_path))
+    assert rotated[0].public_data == second.public_data
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    cert = ca.generate_user_certificate(second, "oracle", principals=["oracle"])
+    cert.write_certificate(str(key_path) + "-cert.pub")  # a certificate appears beside it
+    with_cert = options._client_keys(str(key_path))
+    assert with_cert is not rotated
+    assert with_cert[0].get_algorithm().endswith("-cert-v01@openssh.com")
+    damaged = tmp_path / "id_damaged"
+    damaged.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    assert options._client_keys(str(damaged)) == [str(damaged)]  # connect reports it as before
+
+
+def test_proxyjump_is_resolved_once_per_settings_and_config_version(tmp_path: Path) -> None:
+    """The ssh config's ProxyJump is re-read when the file or the host's settings change."""
+    config = tmp_path / "ssh_config"
+    config.write_text("Host db-alias\n  ProxyJump jump@bastion\n")
+    host = Host(
+        name="a", address="db-alias", priority=1, oracle_sid="A", oracle_home="/oh",
+        ssh_config=config,
+    )  # fmt: skip
+    options = _options()
+    assert options._jumps(host, [str(config)]) == ("jump@bastion",)
+    config.write_text("Host db-alias\n  ProxyJump relay:2222,jump@bastion\n")
+    assert options._jumps(host, [str(config)]) == ("relay:2222", "jump@bastion")
+    other = replace(host, address="db-other")
+    assert options._jumps(other, [str(config)]) == ()

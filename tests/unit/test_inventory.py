@@ -696,3 +696,16 @@ def test_groups_window_and_duration_load() -> None:
 def test_group_and_window_errors_name_file_line_and_key(text: str, expected: str) -> None:
     """Bad groups, window and DURATION settings are one line with file, line and key path."""
     assert _error(text) == expected
+
+
+@pytest.mark.parametrize("name", ["inventory.example.yaml", "docs/example-fleet.yaml"])
+def test_libyaml_and_pure_python_loaders_read_the_same_inventory(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast libyaml path yields exactly the inventory the pure-Python loader does."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / name
+    fast = load_inventory(path)
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    assert load_inventory(path) == fast

@@ -348,3 +348,27 @@ def test_format_instant() -> None:
     """Timestamps are ISO-8601 UTC with a Z, optionally with milliseconds."""
     assert format_instant(1795454075.25) == "2026-11-23T17:14:35Z"
     assert format_instant(1795454075.25, millis=True) == "2026-11-23T17:14:35.250Z"
+
+
+def test_step_totals_kept_incrementally_agree_with_a_recount() -> None:
+    """step_totals() (kept as events apply) equals counting finished cells, event by event."""
+    run = Run(hosts=[planned("a"), planned("b", steps=("full",)), planned("c")])
+    run.host_started("a")
+    run.step_started("a", "full")
+    run.step_finished("a", "full", StepStatus.FAILED, will_retry=True)
+    run.step_started("a", "full", attempt=2)
+    run.step_finished("a", "full", StepStatus.OK)
+    run.step_started("a", "archivelog")
+    run.step_started("a", "unplanned")  # a step the plan did not announce gets a cell
+    run.host_finished("a", HostStatus.FAILED, cause="connection lost")
+    run.host_started("b")
+    run.step_started("b", "full")
+    run.step_finished("b", "full", StepStatus.OK)
+    run.host_finished("b", HostStatus.OK)
+    run.host_not_started("c")
+    state = RunState()
+    for event in run.events:
+        state.apply(event)
+        cells = [cell for row in state.rows.values() for cell in row.steps.values()]
+        assert state.step_totals() == (sum(cell.finished for cell in cells), len(cells))
+    assert state.step_totals() == (8, 8)
