@@ -123,7 +123,6 @@ def _compose_fast(text: str) -> yaml.Node | None:
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
-_BOOL = "tag:yaml.org,2002:bool"
 _MERGE = "tag:yaml.org,2002:merge"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # hosts, steps, tags: safe in file names
@@ -613,13 +612,7 @@ class _Reader:
                 step = replace(step, window_duration=True)
 
         if "empty_ok" in fields:
-            flag = fields["empty_ok"]
-            word = str(flag.value).lower() if isinstance(flag, yaml.ScalarNode) else ""
-            if flag.tag != _BOOL or word not in ("true", "false"):
-                self.fail(
-                    flag, f"{path}.empty_ok", f"expected true or false, got {_describe(flag)}"
-                )
-            step = replace(step, empty_ok=word == "true")
+            step = replace(step, empty_ok=self.boolean(fields["empty_ok"], f"{path}.empty_ok"))
         if "max_age" in fields:
             step = replace(step, max_age=self.timeout(fields["max_age"], f"{path}.max_age"))
         return step

@@ -1,13 +1,16 @@
 """Step registry: a named step → (remote command, stdin script). Pure.
 
-An RMAN step runs as one line of POSIX ``sh``::
+An RMAN step runs as one line of POSIX ``sh``: the environment prologue, then (for a host
+without ``oracle_home``) the oratab lookup, the per-database lock with its ledger-writing
+EXIT trap (``database_lock``), and rman as a child of that shell, not ``exec``ed, so the
+shell can record the result and release the lock::
 
     ORACLE_SID=PROD1; ORACLE_HOME=/u01/app/oracle/product/19.0.0/dbhome_1; \
 NLS_LANG=AMERICAN_AMERICA.AL32UTF8; NLS_DATE_FORMAT='YYYY-MM-DD HH24:MI:SS'; \
 export ORACLE_SID ORACLE_HOME NLS_LANG NLS_DATE_FORMAT; unset TWO_TASK; \
-exec "$ORACLE_HOME/bin/rman" target /
+<lock and trap>; "$ORACLE_HOME/bin/rman" target /
 
-(shown wrapped) with the script on stdin::
+(shown wrapped; ``fanout plan --show-scripts`` prints it whole) with the script on stdin::
 
     RUN {
       SET COMMAND ID TO 'fanout-20261123T171435Z-3f9a';

@@ -13,7 +13,7 @@ group. A lost connection does not stop the command: stdin ends and its next writ
 fails (EPIPE). ``$FANOUT_SIM_CONTROL`` is a pipe to the fleet: the fake's ``drop`` asks through
 it for the connection to be aborted, and a fake waiting on it ends once the fleet is gone.
 
-This module and ``fanout.transport.ssh`` are the only importers of asyncssh in fanout.
+This package and ``fanout.transport`` are the only importers of asyncssh in fanout.
 """
 
 from __future__ import annotations
