@@ -30,6 +30,7 @@ of an existing file is kept.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -164,6 +165,15 @@ class Bench:
         return write_inventory(
             directory, self.server, self.oracle_home, hosts, merged, step_timeout="300s"
         )
+
+
+def check_same_ciphers() -> None:
+    """baseline.py offers fanout's ciphers (it spells them out so as not to import fanout)."""
+    from benchmarks import baseline
+    from fanout.transport.connect import PREFERRED_CIPHERS
+
+    if baseline.PREFERRED_CIPHERS != PREFERRED_CIPHERS:
+        raise SystemExit("benchmarks/baseline.py: PREFERRED_CIPHERS differs from fanout's")
 
 
 def raise_fd_limit() -> int:
@@ -758,6 +768,10 @@ def main() -> int:
     if not os.access("/usr/sbin/sshd", os.X_OK):
         print("benchmarks need /usr/sbin/sshd (OpenSSH server)", file=sys.stderr)
         return 2
+    check_same_ciphers()
+    # Installed from a wheel, fanout runs from bytecode; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE would compile every module at every start instead.
+    compileall.compile_dir(str(ROOT / "fanout"), quiet=1)
     fd_limit = raise_fd_limit()
     remote = open_remote_side()
     workdir = Path(tempfile.mkdtemp(prefix="fanout-bench-"))

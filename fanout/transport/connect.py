@@ -15,6 +15,13 @@ file consulted.
 Errors are translated at this seam (``CONNECT_ERRORS``): HostKeyError and AuthError are never
 retried, ConnectError is transient, a local settings problem (bad ssh config, unreadable
 identity file) is a plain ``TransportError``.
+
+Ciphers: unless the ssh config sets ``Ciphers`` for the host (or hop), AES-GCM is offered
+first (``PREFERRED_CIPHERS``), then asyncssh's defaults. OpenSSH puts chacha20-poly1305 first
+because it is fast in C without AES instructions; asyncssh computes it in Python around a
+dozen ``cryptography`` calls per packet (~18 µs to encrypt one, against ~3.5 µs for AES-GCM,
+one call), and a fan-out client pays that on every packet of every host. Both are AEAD
+ciphers OpenSSH enables by default, so the server's choice is not narrowed.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: asyncssh ``encryption_algs``: these first, then its default list. Not used when the ssh
+#: config names ``Ciphers`` for the destination (the operator's list then decides).
+PREFERRED_CIPHERS: Final = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
 #: Every asyncssh disconnect reason and the fanout error it becomes while connecting. A test walks
@@ -296,6 +307,7 @@ class SshOptions:
         self._known_cache: dict[Path, tuple[int, int, asyncssh.SSHKnownHosts]] = {}
         # Parsed once per distinct settings, reused while the files are unchanged (stat key):
         self._jumps_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._ciphers_cache: dict[tuple[object, ...], bool] = {}
         self._keys_cache: dict[str, tuple[tuple[object, ...], list[asyncssh.SSHKeyPair]]] = {}
 
     async def connect(self, host: Host) -> Link:
@@ -378,6 +390,8 @@ class SshOptions:
             options["port"] = port
         if user is not None:
             options["username"] = user
+        if not self._ciphers_configured(address, port, user, config):
+            options["encryption_algs"] = PREFERRED_CIPHERS
         if host.identity_file is not None:
             if not os.access(host.identity_file, os.R_OK):
                 raise TransportError(host.name, f"cannot read identity file {host.identity_file}")
@@ -414,6 +428,31 @@ class SshOptions:
             else:
                 self._jumps_cache[key] = jumps
         return jumps
+
+    def _ciphers_configured(
+        self, address: str, port: int | None, user: str | None, config: list[str]
+    ) -> bool:
+        """Whether the ssh config sets ``Ciphers`` for this destination (cached like ``_jumps``).
+
+        An unreadable or invalid config counts as "no": the connect itself reports it.
+        """
+        key = (address, port, user, *((f, _file_state(f)) for f in config))
+        configured = self._ciphers_cache.get(key)
+        if configured is None:
+            try:
+                options = asyncssh.SSHClientConnectionOptions(
+                    config=config,
+                    host=address,
+                    port=port if port is not None else (),
+                    username=user if user is not None else (),
+                    client_keys=None,
+                    known_hosts=None,
+                    agent_path=None,
+                )
+            except (OSError, ValueError):
+                return False
+            configured = self._ciphers_cache[key] = bool(options.config.get("Ciphers"))
+        return configured
 
     def _client_keys(self, path: str) -> list[str] | list[asyncssh.SSHKeyPair]:
         """The identity file (and its ``-cert.pub``) parsed once while both are unchanged.
