@@ -106,7 +106,7 @@ def step(state: RunState, clock: Clock, frame: int, history: bool = False) -> No
     if history:
         running = next(r for r in state.rows.values() if r.status is HostPhase.RUNNING)
         state.apply(HostFinished(RUN_ID, running.name, HostStatus.OK, None, 70.0, None, 2.0))
-        queued = next(iter(state.phase_rows(HostPhase.QUEUED)), None)
+        queued = next((r for r in state.rows.values() if r.status is HostPhase.QUEUED), None)
         if queued is not None:
             state.apply(HostStarted(RUN_ID, queued.name, 2.0))
             state.apply(HostConnected(RUN_ID, queued.name, 1, 2.0))
