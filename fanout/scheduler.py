@@ -182,9 +182,12 @@ class Dispatcher:
             starts.append(job)
         return starts, refusals
 
-    def mark_running(self, job: Job) -> None:
-        """Count ``job`` as running (started elsewhere: an ETA from the middle of a run)."""
-        self.drop(job.name)
+    def mark_running(self, job: Job, *, queued: bool = True) -> None:
+        """Count ``job`` as running (started elsewhere: an ETA from the middle of a run).
+        ``queued=False``: the caller knows it is not in the queue, which is then not
+        searched for it (O(queue) per job: 200 running hosts x 1,800 queued at 2,000 hosts)."""
+        if queued:
+            self.drop(job.name)
         self._start(job)
 
     def finished(self, name: str) -> None:
@@ -308,8 +311,9 @@ def simulate(
     ends: list[tuple[float, int, str]] = []
     planned: dict[str, Planned] = {}
     seq = 0
+    waiting = {job.name for job in queue} if running else set()
     for job, remaining in running:
-        dispatcher.mark_running(job)
+        dispatcher.mark_running(job, queued=job.name in waiting)
         heapq.heappush(ends, (now + max(0.0, remaining), seq, job.name))
         seq += 1
     clock = now

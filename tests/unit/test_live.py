@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import io
 import os
+import random
 import re
 import sys
 import termios
@@ -18,7 +19,7 @@ from rich.console import Console
 from fanout import runner
 from fanout.cancel import CancelToken
 from fanout.events import CancelReason, Event, HostStatus, StepStatus
-from fanout.state import RunState
+from fanout.state import HostPhase, HostRow, RunState, attention_key
 from fanout.ui import live, live_render
 from fanout.ui.live import Command, CommandKind, LineEditor, LiveView, parse_command
 from fanout.ui.live_render import (
@@ -771,3 +772,61 @@ def test_80_columns_keep_the_cause_of_an_unreachable_host() -> None:
     assert "↷ skipped   connection refu…" in line_with(text, "pay-test-11")
     assert "✗ ORA-19502" in line_with(text, "crm-prod-03")
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+FOLD_WORDS = {
+    HostPhase.RUNNING: "running",
+    HostPhase.CONNECTING: "running",
+    HostPhase.FAILED: "failed",
+    HostPhase.OK: "succeeded",
+    HostPhase.CANCELLED: "cancelled",
+    HostPhase.QUEUED: "queued",
+    HostPhase.NOT_STARTED: "not started",
+}
+
+
+def rows_by_sorting(state: RunState, room: int) -> tuple[list[str], str]:
+    """The fold rule applied by sorting every host: (names shown, fold line)."""
+
+    def key(row: HostRow) -> tuple[int, int]:
+        return (4, row.index) if row.status is HostPhase.NOT_STARTED else attention_key(row)
+
+    ordered = sorted(state.rows.values(), key=key)
+    keep = [row.name for row in ordered if row.status is HostPhase.FAILED][: room // 3]
+    keep += [row.name for row in ordered if row.name not in keep][: room - len(keep)]
+    hidden = [row for row in ordered if row.name not in keep]
+    counts: dict[str, int] = {}
+    for row in hidden:
+        counts[FOLD_WORDS[row.status]] = counts.get(FOLD_WORDS[row.status], 0) + 1
+    words = ", ".join(f"{n} {word}" for word, n in counts.items())
+    return [row.name for row in ordered if row.name in keep], f"… {len(hidden)} more: {words}"
+
+
+def test_folded_rows_are_those_sorting_every_host_gives_frame_after_frame() -> None:
+    """Over runs that change between frames (hosts starting out of order, failing, finishing
+    twice, started again), each frame shows the rows and fold counts that sorting every host
+    by the view's order gives: nothing kept from an earlier frame goes stale."""
+    for seed in range(12):
+        rnd = random.Random(seed)
+        names = [f"db-{i:02d}" for i in range(40)]
+        run = Run([planned(name) for name in names])
+        state = RunState(clock=FakeClock())
+        for _ in range(25):
+            for _ in range(rnd.randrange(1, 8)):
+                host = rnd.choice(names)
+                match rnd.randrange(5):
+                    case 0 | 1:
+                        run.host_started(host)
+                    case 2:
+                        run.step_started(host, "full")
+                    case _:
+                        run.host_finished(host, rnd.choice(list(HostStatus)), after=1)
+            feed(state, run.events)
+            run.events.clear()
+            height = rnd.randrange(8, 30)
+            lines = text_of(state, 200.0, width=120, height=height).splitlines()
+            # 2 title lines, the column names, the fold line and 2 footer lines
+            shown, fold = rows_by_sorting(state, height - 6)
+            table = lines[3 : 3 + len(shown)]
+            assert [re.findall(r"db-\d\d", line)[0] for line in table] == shown, seed
+            assert lines[3 + len(shown)] == fold, seed

@@ -236,6 +236,21 @@ def test_eta_from_run_state() -> None:
     assert state.step_totals() == (2, 6)
 
 
+def test_eta_after_a_change_waits_longer_in_a_bigger_fleet() -> None:
+    """After a change the ETA is recomputed once 0.5 s has passed at 500 hosts, and only
+    after 2 s at 2,000 (the simulation costs in proportion): until then the last one shows."""
+    for hosts, wait in ((500, 0.5), (2000, 2.0)):
+        planned = tuple(
+            PlannedHost(f"h{i}", 1, "S", "a", ("full",), expected=(100.0,)) for i in range(hosts)
+        )
+        state = RunState(clock=lambda: 0.0)
+        state.apply(RunStarted("r", "i", planned, 1, 0.0))
+        assert state.expected_end(0.0) == hosts * 100
+        state.apply(HostFinished("r", "h1", HostStatus.NOT_STARTED, None, 0.0, None, 0.0))
+        assert state.expected_end(wait * 0.9) == hosts * 100
+        assert state.expected_end(wait) == wait + (hosts - 1) * 100
+
+
 def test_eta_is_none_without_history() -> None:
     """Without any history there is no expected end to show."""
     state = RunState(clock=lambda: 0.0)

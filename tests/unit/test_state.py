@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from fanout.events import CancelReason, HostStatus, StepStatus, Stream
 from fanout.rman import Transcript
 from fanout.state import (
+    FINISHED_PHASES,
     CellStatus,
     HostCounts,
     HostPhase,
@@ -372,3 +375,55 @@ def test_step_totals_kept_incrementally_agree_with_a_recount() -> None:
         cells = [cell for row in state.rows.values() for cell in row.steps.values()]
         assert state.step_totals() == (sum(cell.finished for cell in cells), len(cells))
     assert state.step_totals() == (8, 8)
+
+
+def shuffled_run(seed: int, hosts: int) -> Run:
+    """Hosts leaving the queue out of dispatch order, connecting, finishing (some twice, some
+    started again after finishing), and a host the plan never named."""
+    rnd = random.Random(seed)
+    names = [f"db-{i:02d}" for i in range(hosts)]
+    run = Run([planned(name) for name in names])
+    for _ in range(hosts * 4):
+        host = rnd.choice([*names, "ghost"])
+        match rnd.randrange(4):
+            case 0:
+                run.host_started(host)
+            case 1:
+                run.connected(host)
+            case 2:
+                run.step_started(host, "full")
+            case _:
+                run.host_finished(host, rnd.choice(list(HostStatus)), after=1)
+    return run
+
+
+def test_phase_rows_and_counts_follow_every_status_change() -> None:
+    """After every event, phase_rows holds exactly the rows in each phase (the queue in
+    dispatch order, finished phases in finish order), latest_rows the reverse, and
+    host_counts agrees with counting every row."""
+    for seed in range(20):
+        state = RunState(clock=FakeClock())
+        for event in shuffled_run(seed, 12).events:
+            state.apply(event)
+            for phase in HostPhase:
+                rows = [row for row in state.rows.values() if row.status is phase]
+                if phase in FINISHED_PHASES:
+                    rows.sort(key=lambda row: row.finish_seq)
+                got = list(state.phase_rows(phase))
+                assert list(state.latest_rows(phase)) == got[::-1]
+                if phase in (HostPhase.CONNECTING, HostPhase.RUNNING):  # any order
+                    got.sort(key=lambda row: row.index)
+                assert got == rows, (seed, event, phase)
+            counts = Counter(row.status for row in state.rows.values())
+            assert state.host_counts() == HostCounts(
+                queued=counts[HostPhase.QUEUED],
+                connecting=counts[HostPhase.CONNECTING],
+                running=counts[HostPhase.RUNNING],
+                ok=counts[HostPhase.OK],
+                failed=counts[HostPhase.FAILED],
+                cancelled=counts[HostPhase.CANCELLED],
+                not_started=counts[HostPhase.NOT_STARTED],
+            )
+            assert [row.name for row in state.hosts_with(HostPhase.QUEUED)] == [
+                row.name for row in state.phase_rows(HostPhase.QUEUED)
+            ]
