@@ -660,25 +660,28 @@ class Engine:
     async def _interruptible(self, token: CancelToken) -> AsyncIterator[None]:
         """Turn the token firing into _Interrupted for a purely local wait in this block.
 
-        The waiting task is cancelled only while it is suspended inside the block (the
-        done-callback runs on the loop, and ``active`` is cleared on the way out), so no
-        stray cancellation ever leaks past it.
+        The waiting task is cancelled only while it is suspended inside the block (the token
+        listener defers to a callback on the loop, and ``active`` is cleared on the way out),
+        so no stray cancellation ever leaks past it. No task is started for the watch.
         """
         if token.fired:
             raise _Interrupted
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         active = True
         interrupted = False
 
-        def interrupt(watcher: asyncio.Task[None]) -> None:
+        def interrupt() -> None:
             nonlocal interrupted
-            if active and not watcher.cancelled():
+            if active and not interrupted:
                 interrupted = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(token.wait())
-        watcher.add_done_callback(interrupt)
+        def on_token(_reason: CancelReason, _forced: bool) -> None:
+            loop.call_soon(interrupt)  # runs between task steps: the task is suspended
+
+        token.add_listener(on_token)
         try:
             yield
         except asyncio.CancelledError:
@@ -687,7 +690,7 @@ class Engine:
             raise
         finally:
             active = False
-            watcher.cancel()
+            token.remove_listener(on_token)
         if interrupted:  # the block swallowed our cancellation and finished anyway
             task.uncancel()
 

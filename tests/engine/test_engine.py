@@ -386,18 +386,18 @@ async def test_a_finished_step_is_never_signalled() -> None:
     scripts = {
         "a": HostScript(
             steps={
-                "full": Behaviour(seconds=0.01),
-                "archivelog": Behaviour(seconds=0.3),
+                "full": Behaviour(seconds=0.0),
+                "archivelog": Behaviour(seconds=0.6),
                 "controlfile": Behaviour(hang=True),
             }
         )
     }
     transport = FakeTransport(scripts)
     tgt = target("a")
-    short = replace(tgt.steps[0], timeout=0.05)  # would fire while archivelog runs
+    short = replace(tgt.steps[0], timeout=0.2)  # would fire while archivelog runs
     eng, sink, token = engine([Target(tgt.host, (short, *tgt.steps[1:]))], transport)
     task = asyncio.create_task(eng.run())
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(10):
         while not transport.journal.of("start")[2:]:
             await asyncio.sleep(0.001)
     assert not transport.journal.of("signal")
