@@ -9,6 +9,7 @@ the remote rman, then SIGTERM, then SIGKILL); any further trigger escalates to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from fanout.events import CancelReason
@@ -32,8 +33,14 @@ class CancelToken:
         return self._forced.is_set()
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(reason, forced)`` on every trigger (for events and the UI)."""
+        """Call ``listener(reason, forced)`` on every trigger (for events, the UI, a step's
+        guard). A listener runs inside ``cancel``: it must not raise or wait."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (added by ``add_listener``; absent: nothing happens)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     def cancel(self, reason: CancelReason = CancelReason.OPERATOR) -> None:
         """Fire the token; if it already fired, escalate to forced. Safe from signal handlers
@@ -45,7 +52,7 @@ class CancelToken:
         else:
             self.reason = reason
             self._fired.set()
-        for listener in self._listeners:
+        for listener in tuple(self._listeners):  # a listener may add or remove listeners
             listener(reason, self._forced.is_set())
 
     def force(self, reason: CancelReason = CancelReason.OPERATOR) -> None:

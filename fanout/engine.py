@@ -9,9 +9,10 @@ ends, a queued host stops fitting the window): a host starts when ``max_parallel
 each of its capacity groups have a free slot, and a host that would not fit before the
 deadline is not started. With a hard deadline the running hosts are stopped at the
 deadline through their cancel tokens, like ``cancel HOST``. Inside a host the steps
-run strictly in sequence inside the host's ``asyncio.TaskGroup``, which also holds each
-running step's output pump and its guard (the task that enforces the step timeout and
-the cancel token by signalling the remote process group).
+run strictly in sequence inside the host's ``asyncio.TaskGroup``; each running step has a
+guard (a timer and a token listener, no task) that enforces the step timeout and the
+cancel token: when one fires, a task in the host's TaskGroup signals the remote process
+group.
 
 Remote work is never stopped with ``task.cancel()``: the guard sends SIGINT (rman's
 own clean abort), SIGTERM after ``cancel_grace`` and SIGKILL ``kill_grace`` later;
@@ -528,30 +529,27 @@ class Engine:
         transcript = Transcript()
         last_stderr: list[str] = []
         warnings: list[str] = []
-        exited = asyncio.Event()
-        stop_reason: list[str] = []
-        pump = group.create_task(
-            self._pump(proc, host.name, step.name, transcript, last_stderr, warnings)
-        )
-        guard = group.create_task(self._guard(proc, step.timeout, exited, stop_reason, token))
+        guard = _Guard(group, proc, step.timeout, token, self._cancel_grace, self._kill_grace)
         try:
-            try:
-                await pump
-                exit_status: int | None = await proc.wait()
-                lost: str | None = None
-            except ConnectionLost as exc:
-                exit_status, lost = None, exc.reason
-            finally:
-                exited.set()
-            await guard
-        except BaseException:
-            if not exited.is_set() or not pump.done():
+            await self._pump(proc, host.name, step.name, transcript, last_stderr, warnings)
+        except BaseException as exc:
+            guard.disarm()
+            if not isinstance(exc, Exception):  # cancelled while the step still runs
                 await asyncio.shield(self._kill_quietly(proc))
             raise
+        exit_status: int | None = None
+        lost: str | None = None
+        try:
+            exit_status = await proc.wait()
+        except ConnectionLost as exc:
+            lost = exc.reason
+        finally:
+            guard.disarm()
+        await guard.wait_stopped()
         if lost is not None:
             return StepResult(StepStatus.FAILED, None, lost, connection_lost=True)
         assert exit_status is not None
-        if stop_reason and stop_reason[0] == "cancelled":
+        if guard.reason == "cancelled":
             if exit_status == 0 and not transcript.failed:
                 return StepResult(
                     StepStatus.OK, exit_status, None
@@ -560,7 +558,7 @@ class Engine:
                 why = f"stopped at the end of the window ({self._deadline.label})"
                 return StepResult(StepStatus.CANCELLED, exit_status, why)
             return StepResult(StepStatus.CANCELLED, exit_status, "cancelled by operator")
-        if stop_reason:
+        if guard.reason is not None:
             return StepResult(
                 StepStatus.FAILED, exit_status, f"timeout after {format_duration(step.timeout)}"
             )
@@ -606,40 +604,6 @@ class Engine:
                     emit(StepOutput(run_id, host, step, out.stream, text, at))
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
-
-    async def _guard(
-        self,
-        proc: RemoteProcess,
-        limit: float,
-        exited: asyncio.Event,
-        reason: list[str],
-        token: CancelToken,
-    ) -> None:
-        """Stop the remote process group when the token fires or the step times out.
-
-        SIGINT, then SIGTERM after cancel_grace, then SIGKILL after kill_grace; a forced
-        token skips straight to SIGKILL. Returns when the process has exited.
-        """
-        fired = await _wait_any((exited.wait(), token.wait()), within=limit)
-        if exited.is_set():
-            return
-        reason.append("cancelled" if fired and token.fired else "timeout")
-        plan = (
-            (RemoteSignal.INT, self._cancel_grace),
-            (RemoteSignal.TERM, self._kill_grace),
-            (RemoteSignal.KILL, None),
-        )
-        for sig, grace in plan:
-            if exited.is_set():
-                return
-            if token.forced and sig is not RemoteSignal.KILL:
-                continue
-            await proc.signal(sig)
-            if grace is None:
-                break
-            # wait_forced() returns at once if the token was forced while this signal was sent
-            await _wait_any([exited.wait(), token.wait_forced()], within=grace)
-        await exited.wait()
 
     async def _kill_quietly(self, proc: RemoteProcess) -> None:
         with contextlib.suppress(Exception):
@@ -696,25 +660,28 @@ class Engine:
     async def _interruptible(self, token: CancelToken) -> AsyncIterator[None]:
         """Turn the token firing into _Interrupted for a purely local wait in this block.
 
-        The waiting task is cancelled only while it is suspended inside the block (the
-        done-callback runs on the loop, and ``active`` is cleared on the way out), so no
-        stray cancellation ever leaks past it.
+        The waiting task is cancelled only while it is suspended inside the block (the token
+        listener defers to a callback on the loop, and ``active`` is cleared on the way out),
+        so no stray cancellation ever leaks past it. No task is started for the watch.
         """
         if token.fired:
             raise _Interrupted
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         active = True
         interrupted = False
 
-        def interrupt(watcher: asyncio.Task[None]) -> None:
+        def interrupt() -> None:
             nonlocal interrupted
-            if active and not watcher.cancelled():
+            if active and not interrupted:
                 interrupted = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(token.wait())
-        watcher.add_done_callback(interrupt)
+        def on_token(_reason: CancelReason, _forced: bool) -> None:
+            loop.call_soon(interrupt)  # runs between task steps: the task is suspended
+
+        token.add_listener(on_token)
         try:
             yield
         except asyncio.CancelledError:
@@ -723,7 +690,7 @@ class Engine:
             raise
         finally:
             active = False
-            watcher.cancel()
+            token.remove_listener(on_token)
         if interrupted:  # the block swallowed our cancellation and finished anyway
             task.uncancel()
 
@@ -737,6 +704,98 @@ async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], within: float | 
         for t in tasks:
             t.cancel()
     return bool(done)
+
+
+class _Guard:
+    """Stops a step's remote process group when the token fires or the step times out.
+
+    Armed with a timer and a token listener, so a step that ends normally costs no task:
+    only when one of them fires does a task (in the host's TaskGroup) send SIGINT, SIGTERM
+    after ``cancel_grace`` and SIGKILL ``kill_grace`` later; a forced token skips straight
+    to SIGKILL. ``reason`` is then "cancelled" or "timeout". ``disarm`` once the process
+    has exited (or the step is being torn down).
+    """
+
+    __slots__ = ("_grace", "_group", "_proc", "_timer", "_token", "_wake", "done", "reason", "task")
+
+    def __init__(
+        self,
+        group: asyncio.TaskGroup,
+        proc: RemoteProcess,
+        limit: float,
+        token: CancelToken,
+        cancel_grace: float,
+        kill_grace: float,
+    ) -> None:
+        self._group = group
+        self._proc = proc
+        self._token = token
+        self._grace = (cancel_grace, kill_grace)
+        self._wake: asyncio.Event | None = None  # exited or forced, while stopping
+        self._timer: asyncio.TimerHandle | None = None
+        self.done = False  # disarmed: the process has exited or the step is torn down
+        self.reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        token.add_listener(self._on_token)
+        if token.fired:
+            self._fire("cancelled")
+        else:
+            self._timer = asyncio.get_running_loop().call_later(limit, self._fire, "timeout")
+
+    def _on_token(self, _reason: CancelReason, forced: bool) -> None:
+        if self.reason is None:
+            self._fire("cancelled")
+        elif forced and self._wake is not None:
+            self._wake.set()  # go on to SIGKILL now
+
+    def _fire(self, reason: str) -> None:
+        if self.done or self.reason is not None:
+            return
+        self.reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake = asyncio.Event()
+        stop = self._stop(self._wake)
+        try:
+            self.task = self._group.create_task(stop)
+        except RuntimeError:  # the TaskGroup is shutting down: the step's task is being
+            stop.close()  # cancelled, and kills the remote group itself (shielded)
+
+    async def _stop(self, wake: asyncio.Event) -> None:
+        proc, token = self._proc, self._token
+        cancel_grace, kill_grace = self._grace
+        plan = (
+            (RemoteSignal.INT, cancel_grace),
+            (RemoteSignal.TERM, kill_grace),
+            (RemoteSignal.KILL, None),
+        )
+        for sig, grace in plan:
+            if self.done:
+                return
+            if token.forced and sig is not RemoteSignal.KILL:
+                continue
+            await proc.signal(sig)
+            if grace is None:
+                break
+            if not token.forced:  # forced while this signal was sent: on to SIGKILL at once
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(grace):
+                        await wake.wait()
+
+    def disarm(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._token.remove_listener(self._on_token)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def wait_stopped(self) -> None:
+        """Until the signalling task (if one started) has finished."""
+        if self.task is not None:
+            await self.task
 
 
 def _unmet(

@@ -13,7 +13,7 @@ starts (rman and its children) stays in the group. The first stdout line,
 
 Memory: a channel's receive window is ``WINDOW`` bytes, no more than one read (``CHUNK``), so
 SSH flow control holds the remote writer back while fanout is slower than it; at most
-``QUEUE_LINES`` lines (plus one chunk's) wait between the stream readers and the consumer.
+``QUEUE_LINES`` lines (plus one chunk's) wait between the channel and the consumer.
 No asyncssh here.
 """
 
@@ -23,7 +23,7 @@ import asyncio
 import collections
 import re
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Final
 
 from fanout.transport.base import OutputLine
@@ -46,7 +46,7 @@ PGID_MARKER: Final = "fanout-pgid="
 CHUNK: Final = 64 * 1024  # bytes per read from a stream
 WINDOW: Final = CHUNK  # SSH receive window per channel: never more than one read in flight
 MAX_LINE: Final = 64 * 1024  # longer lines are split into pieces of at most this many bytes
-QUEUE_LINES: Final = 128  # lines buffered between the readers and lines() (backpressure)
+QUEUE_LINES: Final = 128  # lines buffered between the channel and lines() (backpressure)
 PREAMBLE_MAX: Final = 64 * 1024  # stdout a login shell may print before the pgid line
 MARKER_RE: Final = re.compile(rb"fanout-pgid=([0-9]+)")
 
@@ -111,44 +111,84 @@ class LineSplitter:
         return rest
 
 
-@dataclass(slots=True)
 class Output:
-    """The bounded hand-over between the two stream readers and ``lines()``/``batches()``.
+    """The bounded hand-over between the channel's callbacks and ``lines()``/``batches()``.
 
-    The queue holds one batch per chunk read (the lines it completed), not one item per line,
-    so a line costs no queue or semaphore operation of its own.
+    ``put`` runs in the channel's data callback and never waits: it says when the queue is full,
+    and the caller then pauses the channel (SSH flow control holds the remote writer back).
+    ``take`` hands a batch to a consumer and calls ``on_space`` once the queue drops below
+    ``QUEUE_LINES`` (resume the channel). The queue holds one batch per chunk received (the
+    lines it completed), not one item per line, so a line costs no queue operation of its own.
     """
 
-    queue: asyncio.Queue[list[OutputLine] | None] = field(default_factory=asyncio.Queue)
-    queued: int = 0  # lines waiting in the queue
-    space: asyncio.Event = field(default_factory=asyncio.Event)  # set while queued < QUEUE_LINES
-    pending: collections.deque[OutputLine] = field(default_factory=collections.deque)  # lines()
-    eofs: int = 0  # EOF markers taken from the queue (two streams)
-    consumers: int = 0  # lines()/batches() iterations under way
-    done: asyncio.Event = field(default_factory=asyncio.Event)  # both EOFs consumed
-    closed: asyncio.Event = field(default_factory=asyncio.Event)  # the channel has closed
-    changed: asyncio.Event = field(default_factory=asyncio.Event)  # pulse for wait()
+    __slots__ = (
+        "batches",
+        "changed",
+        "closed",
+        "consumers",
+        "done",
+        "ended",
+        "on_space",
+        "pending",
+        "queued",
+        "readable",
+    )
+
+    def __init__(self, on_space: Callable[[], None]) -> None:
+        self.batches: collections.deque[list[OutputLine]] = collections.deque()
+        self.queued = 0  # lines waiting in ``batches``
+        self.pending: collections.deque[OutputLine] = collections.deque()  # taken by lines()
+        self.ended = False  # no batch will follow (EOF, channel closed, connection lost)
+        self.done = False  # a consumer has taken everything up to the end
+        self.closed = False  # the channel has closed
+        self.consumers = 0  # lines()/batches() iterations under way
+        self.readable = asyncio.Event()  # a batch or the end is there for a consumer
+        self.changed = asyncio.Event()  # pulse for wait(): full, closed, consumers, done
+        self.on_space = on_space
 
     @property
     def full(self) -> bool:
         return self.queued >= QUEUE_LINES
 
-    def take(self, item: list[OutputLine] | None) -> list[OutputLine] | None:
-        """Account for one item taken from the queue."""
-        if item is None:
-            self.eofs += 1
-            if self.eofs >= 2:
-                self.done.set()
+    def put(self, batch: list[OutputLine]) -> bool:
+        """Queue one batch (never waits); True if the queue is now full."""
+        self.batches.append(batch)
+        self.queued += len(batch)
+        self.readable.set()
+        if self.queued >= QUEUE_LINES:
+            self.changed.set()  # wait() discards if nobody reads
+            return True
+        return False
+
+    def end(self) -> None:
+        """No more batches will come."""
+        self.ended = True
+        self.readable.set()
+
+    def take(self) -> list[OutputLine] | None:
+        """The oldest batch, or None if none is queued (then ``ended`` says whether to wait)."""
+        if not self.batches:
+            if self.ended and not self.done:
+                self.done = True
                 self.changed.set()
-                self.queue.put_nowait(None)  # wakes any other consumer
-        else:
-            self.queued -= len(item)
-            if self.queued < QUEUE_LINES:
-                self.space.set()
-        return item
+            return None
+        batch = self.batches.popleft()
+        was_full = self.queued >= QUEUE_LINES
+        self.queued -= len(batch)
+        if was_full and self.queued < QUEUE_LINES:
+            self.on_space()
+        return batch
+
+    async def wait_readable(self) -> None:
+        """Until a batch or the end is there (``take`` found none)."""
+        self.readable.clear()
+        await self.readable.wait()
 
     def discard(self) -> None:
         """Drop what is queued (nobody reads and the queue is full)."""
         self.pending.clear()
-        while not self.queue.empty() and not self.done.is_set():
-            self.take(self.queue.get_nowait())
+        self.batches.clear()
+        was_full = self.queued >= QUEUE_LINES
+        self.queued = 0
+        if was_full:
+            self.on_space()

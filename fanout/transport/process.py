@@ -1,10 +1,13 @@
 """The remote process: one step running in its own process group on the host.
 
 ``SshSession.start`` opens the channel (see ``framing`` for the command and the pgid line);
-``SshProcess`` streams its lines, signals its group through a second channel, and waits for
-its exit status. If the connection dies under it, ``wait`` (or ``signal``) puts the group on
-the host's to-stop list (``orphans``) and raises ``ConnectionLost`` once the group is confirmed
-stopped or the ``orphan_timeout`` has passed, saying which.
+``SshProcess`` is the channel's asyncssh session: its callbacks split what arrives into lines
+and queue them for ``lines()``/``batches()`` (no reader tasks; a full queue pauses the channel,
+so SSH flow control holds the remote writer back). It signals the group through a second
+channel and waits for the exit status. If the connection dies under it, ``wait`` (or
+``signal``) puts the group on the host's to-stop list (``orphans``) and raises
+``ConnectionLost`` once the group is confirmed stopped or the ``orphan_timeout`` has passed,
+saying which.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from fanout.errors import ConnectionLost
 from fanout.events import Stream
 from fanout.transport.base import OutputLine, RemoteSignal
 from fanout.transport.framing import (
-    CHUNK,
     MARKER_RE,
     PREAMBLE_MAX,
     LineSplitter,
@@ -39,16 +41,30 @@ __all__ = ["SshProcess"]
 
 log = logging.getLogger(__name__)
 
+_STDOUT, _STDERR = Stream.STDOUT, Stream.STDERR
 
-class SshProcess:
-    """A step running on the remote host in its own process group (``RemoteProcess``)."""
 
-    def __init__(self, session: SshSession, chan: asyncssh.SSHClientProcess[bytes]) -> None:
+class SshProcess(asyncssh.SSHClientSession[bytes]):
+    """A step running on the remote host in its own process group (``RemoteProcess``).
+
+    Also the asyncssh session of the step's channel: asyncssh calls ``data_received``,
+    ``eof_received`` and ``connection_lost`` on the event loop as packets arrive. None of them
+    may raise or wait.
+    """
+
+    _chan: asyncssh.SSHClientChannel[bytes]  # set by connection_made, before start() returns
+
+    def __init__(self, session: SshSession) -> None:
         self._session = session
-        self._chan = chan
         self._pgid: int | None = None
-        self._out = Output()
-        self._readers: list[asyncio.Task[None]] = []
+        self._out = Output(self._resume)
+        self._paused = False
+        self._stdout = LineSplitter()
+        self._stderr = LineSplitter()
+        self._before: list[bytes] = []  # stdout lines before the pgid line
+        self._seen = 0  # their bytes
+        self._starting = asyncio.get_running_loop().create_future()  # the pgid line or the end
+        self._lost: Exception | None = None  # why the connection ended under the channel
         self._first_stderr: str | None = None
         self._group: _Group | None = None
 
@@ -64,59 +80,114 @@ class SshProcess:
     @property
     def running(self) -> bool:
         """Started and no exit status seen yet."""
-        return self._pgid is not None and self._chan.returncode is None
+        return self._pgid is not None and self._chan.get_returncode() is None
+
+    # ------------------------------------------------------- channel callbacks
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype is not None:  # extended data: stderr
+            if raws := self._stderr.feed(data):
+                self._put(_STDERR, raws)
+        elif self._pgid is not None:
+            if raws := self._stdout.feed(data):
+                self._put(_STDOUT, raws)
+        elif not self._starting.done():
+            self._preamble(data)
+        # else: start() has given up on this channel (it is being closed)
+
+    def _preamble(self, data: bytes) -> None:
+        """stdout before the ``fanout-pgid=<n>`` line; the lines around it become output."""
+        after: list[bytes] = []
+        for raw in self._stdout.feed(data):
+            match = MARKER_RE.fullmatch(raw) if self._pgid is None else None
+            if match:
+                self._pgid = int(match[1])
+            else:
+                (self._before if self._pgid is None else after).append(raw)
+                self._seen += len(raw)
+        if self._pgid is not None:
+            if lines := self._before + after:
+                self._put(_STDOUT, lines)
+            self._starting.set_result(None)
+        elif self._seen > PREAMBLE_MAX:
+            self._starting.set_result(None)
+
+    def _put(self, stream: Stream, raws: list[bytes]) -> None:
+        batch = [OutputLine(stream, raw.decode("utf-8", "replace")) for raw in raws]
+        if stream is _STDERR and self._first_stderr is None:
+            self._first_stderr = batch[0].text
+        if self._out.put(batch) and not self._paused:
+            self._paused = True  # until a consumer takes a batch (or wait() discards)
+            self._chan.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._chan.resume_reading()  # may deliver buffered data right here
+
+    def eof_received(self) -> bool:
+        self._flush()
+        return True  # half-close: stdin is closed by start() (like asyncssh's streams)
+
+    def _flush(self) -> None:
+        """Both streams ended: their unterminated last lines, then the end."""
+        out = self._out
+        if out.ended:
+            return
+        if (tail := self._stdout.flush()) is not None and self._pgid is not None:
+            self._put(_STDOUT, [tail])
+        if (tail := self._stderr.flush()) is not None:
+            self._put(_STDERR, [tail])
+        out.end()
+        if not self._starting.done():
+            self._starting.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The channel closed; ``exc``: the connection ended under it (lines cut there)."""
+        out = self._out
+        if exc is not None and not out.ended:
+            self._lost = exc
+            out.end()
+            log.debug("%s output ended: %s", self._session.label, exc)
+        self._flush()
+        out.closed = True
+        out.changed.set()
+        if not self._starting.done():
+            self._starting.set_result(None)
+
+    # ------------------------------------------------------------------ start
 
     async def read_pgid(self) -> None:
-        """Consume stdout up to the ``fanout-pgid=<n>`` line (bounded by ``start_timeout``).
+        """Wait for the ``fanout-pgid=<n>`` line (bounded by ``start_timeout``).
 
-        Then start the stream readers. Raises ConnectionLost.
+        Raises ConnectionLost.
         """
         host = self._session.host.name
         timeout = self._session.transport.start_timeout
-        self._readers.append(
-            asyncio.create_task(self._pump(self._chan.stderr, Stream.STDERR, LineSplitter(), []))
-        )
-        splitter, before, after = LineSplitter(), list[bytes](), list[bytes]()
-        seen = 0
         try:
             async with asyncio.timeout(timeout):
-                while self._pgid is None:
-                    data = await self._chan.stdout.read(CHUNK)
-                    if not data:
-                        raise ConnectionLost(host, await self._no_pgid_reason(before))
-                    for raw in splitter.feed(data):
-                        match = MARKER_RE.fullmatch(raw) if self._pgid is None else None
-                        if match:
-                            self._pgid = int(match[1])
-                        else:
-                            (before if self._pgid is None else after).append(raw)
-                            seen += len(raw)
-                    if self._pgid is None and seen > PREAMBLE_MAX:
-                        raise ConnectionLost(host, await self._no_pgid_reason(before))
+                await self._starting
+                if self._pgid is None:
+                    if self._lost is not None:
+                        reason = f"connection lost to {self._session.label} starting a step:"
+                        raise ConnectionLost(host, f"{reason} {self._lost}")
+                    raise ConnectionLost(host, await self._no_pgid_reason())
         except TimeoutError as exc:
             reason = f"no process group id from {self._session.label} within {timeout:g}s"
             raise ConnectionLost(host, reason) from exc
-        except (asyncssh.Error, OSError) as exc:
-            reason = f"connection lost to {self._session.label} starting a step: {exc}"
-            raise ConnectionLost(host, reason) from exc
-        self._readers.append(
-            asyncio.create_task(
-                self._pump(self._chan.stdout, Stream.STDOUT, splitter, before + after)
-            )
-        )
-        self._readers.append(asyncio.create_task(self._watch_close()))
 
-    async def _watch_close(self) -> None:
-        await self._chan.wait_closed()
-        self._out.closed.set()
-        self._out.changed.set()
-
-    async def _no_pgid_reason(self, before: list[bytes]) -> str:
+    async def _no_pgid_reason(self) -> str:
+        out = self._out
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
-                await self._chan.wait_closed()
-                await asyncio.wait(self._readers)  # the stderr reader notes the first line
-        status = self._chan.returncode
+                while not out.closed:
+                    out.changed.clear()
+                    await out.changed.wait()
+        status = self._chan.get_returncode()
+        before = self._before
         said = self._first_stderr or (decode(before[0]) if before else None)
         what = f"exited with status {exit_status(status)}" if status is not None else "ended"
         return (
@@ -124,39 +195,7 @@ class SshProcess:
             + (f": {said}" if said else "")
         )
 
-    async def _pump(
-        self,
-        reader: asyncssh.SSHReader[bytes],
-        stream: Stream,
-        splitter: LineSplitter,
-        pending: list[bytes],
-    ) -> None:
-        """Copy one stream into the queue, a batch of lines per chunk; always ends with EOF."""
-        out = self._out
-        try:
-            if pending:
-                await self._put(stream, pending)
-            while data := await reader.read(CHUNK):
-                if raws := splitter.feed(data):
-                    await self._put(stream, raws)
-            if (tail := splitter.flush()) is not None:
-                await self._put(stream, [tail])
-        except (asyncssh.Error, OSError) as exc:  # connection lost: this stream ends here
-            log.debug("%s %s ended: %s", self._session.label, stream, exc)
-        finally:
-            out.queue.put_nowait(None)
-
-    async def _put(self, stream: Stream, raws: list[bytes]) -> None:
-        batch = [OutputLine(stream, raw.decode("utf-8", "replace")) for raw in raws]
-        if stream is Stream.STDERR and self._first_stderr is None:
-            self._first_stderr = batch[0].text
-        out = self._out
-        while out.full:
-            out.changed.set()  # full: wait() discards if nobody reads
-            out.space.clear()
-            await out.space.wait()
-        out.queued += len(batch)
-        out.queue.put_nowait(batch)
+    # ----------------------------------------------------------------- output
 
     async def batches(self) -> AsyncIterator[list[OutputLine]]:
         """Like ``lines()``, a non-empty list of lines at a time (those read together).
@@ -172,12 +211,12 @@ class SshProcess:
                     batch = list(out.pending)
                     out.pending.clear()
                     yield batch
-                    continue
-                if out.eofs >= 2:
-                    break
-                item = out.take(await out.queue.get())
-                if item is not None:
+                elif (item := out.take()) is not None:
                     yield item
+                elif out.ended:
+                    break
+                else:
+                    await out.wait_readable()
         finally:
             out.consumers -= 1
             out.changed.set()
@@ -185,9 +224,10 @@ class SshProcess:
     async def lines(self) -> AsyncIterator[OutputLine]:
         """stdout and stderr lines as they arrive; ends when both streams reach EOF.
 
-        About ``QUEUE_LINES`` lines (plus one chunk's) wait here; past that the remote side is
-        held back by SSH flow control. A connection loss ends the streams (``wait`` then
-        raises ConnectionLost). Cancelling the consumer loses no line that was not yet yielded.
+        About ``QUEUE_LINES`` lines (plus one chunk's) wait here; past that the channel is
+        paused and the remote side held back by SSH flow control. A connection loss ends the
+        streams (``wait`` then raises ConnectionLost). Cancelling the consumer loses no line
+        that was not yet yielded.
         """
         out = self._out
         out.consumers += 1
@@ -196,15 +236,17 @@ class SshProcess:
             while True:
                 if out.pending:
                     yield out.pending.popleft()
-                    continue
-                if out.eofs >= 2:
-                    break
-                item = out.take(await out.queue.get())
-                if item is not None:
+                elif (item := out.take()) is not None:
                     out.pending.extend(item)
+                elif out.ended:
+                    break
+                else:
+                    await out.wait_readable()
         finally:
             out.consumers -= 1
             out.changed.set()
+
+    # ---------------------------------------------------------------- signals
 
     async def signal(self, sig: RemoteSignal) -> None:
         """Send ``sig`` to the whole remote process group. Never raises for a gone process.
@@ -232,6 +274,8 @@ class SshProcess:
             return False
         return True
 
+    # ------------------------------------------------------------------- exit
+
     async def wait(self) -> int:
         """Exit status (``128 + n`` after signal ``n``; 255 if the server sent none).
 
@@ -245,16 +289,18 @@ class SshProcess:
         """
         out = self._out
         while True:
-            if out.consumers == 0 and out.full and not out.queue.empty():
-                out.discard()
-            elif out.closed.is_set() and (out.consumers == 0 or out.done.is_set()):
+            if out.consumers == 0 and out.full:
+                out.discard()  # resumes the channel
+            elif out.closed and (out.consumers == 0 or out.done):
                 break
             else:
                 out.changed.clear()
                 await out.changed.wait()
-        status = self._chan.returncode
+        status = self._chan.get_returncode()
         if status is not None:
             return exit_status(status)
+        # connection_lost ran before asyncssh told the connection's owner (lost_at): by now,
+        # a wake-up later, it has
         if self._session.lost_at is None:
             return 255
         outcome = await self._orphan_outcome()
@@ -278,8 +324,3 @@ class SshProcess:
         with contextlib.suppress(OSError, asyncssh.Error):
             self._chan.send_signal("KILL")
         self._chan.close()
-        self.cancel_readers()
-
-    def cancel_readers(self) -> None:
-        for task in self._readers:
-            task.cancel()

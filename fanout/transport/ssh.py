@@ -8,8 +8,8 @@ besides the simulated fleet's server):
   list), keepalives, the handshake cap, and asyncssh/OS errors → fanout's TransportErrors;
 * ``framing``: the wrapped command and its pgid line, bytes → bounded lines, the receive
   window;
-* ``process``: a step's remote process group (lines, signals through a second channel,
-  exit status);
+* ``process``: a step's remote process group, read through the channel's session callbacks
+  (lines, signals through a second channel, exit status);
 * ``orphans``: the per-host to-stop list of process groups left behind by a lost connection.
 
 Signals reach the whole group through a second exec channel on the same connection running
@@ -23,7 +23,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import asyncssh
 
@@ -150,8 +149,10 @@ class SshSession:
         """
         if self._closed or self.lost_at is not None:
             raise ConnectionLost(self.host.name, f"connection to {self.label} is gone")
+        proc = SshProcess(self)
         try:
-            chan = await self._conn.create_process(
+            chan, _ = await self._conn.create_session(
+                lambda: proc,
                 wrap_command(command),
                 encoding=None,
                 request_pty=False,
@@ -165,7 +166,6 @@ class SshSession:
             raise ConnectionLost(
                 self.host.name, f"connection lost to {self.label} starting a step: {exc}"
             ) from exc
-        proc = SshProcess(self, cast("asyncssh.SSHClientProcess[bytes]", chan))
         try:
             await proc.read_pgid()
         except BaseException:
@@ -174,8 +174,8 @@ class SshSession:
         self._procs.append(proc)
         with contextlib.suppress(OSError, asyncssh.Error):  # already exited: wait() says so
             if stdin:
-                chan.stdin.write(stdin.encode())
-            chan.stdin.write_eof()
+                chan.write(stdin.encode())
+            chan.write_eof()
         return proc
 
     async def run_helper(self, script: str) -> tuple[int | None, str]:
@@ -203,6 +203,4 @@ class SshSession:
                     await proc.signal(RemoteSignal.TERM)  # waits for the orphan clean-up
             await self._link.close(self.transport.close_timeout)
         finally:
-            for proc in self._procs:
-                proc.cancel_readers()
             self._link.abort()

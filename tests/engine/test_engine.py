@@ -381,6 +381,33 @@ async def test_second_trigger_forces_kill_at_once() -> None:
     assert [e[3] for e in transport.journal.of("signal")] == ["INT", "KILL"]
 
 
+async def test_a_finished_step_is_never_signalled() -> None:
+    """Once a step exited, neither its timeout nor the token reach it; only the running step."""
+    scripts = {
+        "a": HostScript(
+            steps={
+                "full": Behaviour(seconds=0.0),
+                "archivelog": Behaviour(seconds=0.6),
+                "controlfile": Behaviour(hang=True),
+            }
+        )
+    }
+    transport = FakeTransport(scripts)
+    tgt = target("a")
+    short = replace(tgt.steps[0], timeout=0.2)  # would fire while archivelog runs
+    eng, sink, token = engine([Target(tgt.host, (short, *tgt.steps[1:]))], transport)
+    task = asyncio.create_task(eng.run())
+    async with asyncio.timeout(10):
+        while not transport.journal.of("start")[2:]:
+            await asyncio.sleep(0.001)
+    assert not transport.journal.of("signal")
+    token.cancel()
+    assert await task == 130
+    assert [e[2:] for e in transport.journal.of("signal")] == [("controlfile", "INT")]
+    steps = finished_steps(sink)
+    assert [steps["a", s].status for s in STEPS] == [StepStatus.OK] * 2 + [StepStatus.CANCELLED]
+
+
 async def test_cancel_during_connect_starts_nothing() -> None:
     """Cancelling while a host is still connecting abandons the handshake; no step starts."""
     transport = FakeTransport({"a": HostScript(connect_delay=30)})

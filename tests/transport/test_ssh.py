@@ -211,7 +211,11 @@ Silent = tuple[int, asyncio.Queue[asyncio.StreamReader]]  # (port, accepted conn
 
 
 def live_in_group(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in process group ``pgid``, from /proc."""
+    """Pids of non-zombie processes in process group ``pgid``, from /proc.
+
+    A killed process closes its pipes (which ends the channel) a moment before the kernel
+    marks it a zombie, so right after ``wait()`` the tests allow that moment (``eventually``).
+    """
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -322,6 +326,40 @@ async def test_long_line_is_split_and_memory_stays_bounded(
     assert peak - baseline < 40_000_000
 
 
+def blocked_writer(pgid: int) -> tuple[int, int] | None:
+    """(pid, bytes written) of a process of group ``pgid`` asleep in a write to a full pipe."""
+    for pid in live_in_group(pgid):
+        with contextlib.suppress(OSError):
+            if "pipe_write" in Path(f"/proc/{pid}/wchan").read_text():
+                io = Path(f"/proc/{pid}/io").read_text()
+                return pid, int(io.split("wchar:")[1].split()[0])
+    return None
+
+
+async def test_unread_output_holds_the_remote_writer_until_read(
+    transport: SshTransport, host: Host, tmp_path: Path
+) -> None:
+    """Unread lines pause the channel, so the remote writer stays blocked; reading resumes it."""
+    count, written = 1_000_000, tmp_path / "written"
+    async with transport.open_session(host) as session:
+        proc = await session.start(f"seq 1 {count}; touch {written}", None)
+        assert proc.pgid is not None
+        pgid = proc.pgid
+        lines = proc.lines()
+        assert (await anext(lines)).text == "1"
+        deadline, last = time.monotonic() + 10, None
+        while (now := blocked_writer(pgid)) is None or now != last:  # blocked, no progress
+            assert time.monotonic() < deadline, "the remote writer was never held back"
+            last = now
+            await asyncio.sleep(0.3)
+        assert not written.exists()
+        async with asyncio.timeout(30):
+            rest = [line.text async for line in lines]
+            assert await proc.wait() == 0
+    assert rest == [str(n) for n in range(2, count + 1)]
+    assert written.exists()
+
+
 async def test_invalid_utf8_is_replaced(transport: SshTransport, host: Host) -> None:
     """Undecodable bytes become U+FFFD instead of failing the step."""
     async with transport.open_session(host) as session:
@@ -391,7 +429,7 @@ async def test_signal_stops_the_whole_group(
         await proc.signal(RemoteSignal.TERM)
         async with asyncio.timeout(5):
             assert await proc.wait() == 128 + signal.SIGTERM
-        assert live_in_group(pgid) == []
+        await eventually(lambda: live_in_group(pgid) == [], within=2.0)
     assert server.signals == ["TERM"]  # the RFC 4254 request went out too
 
 
@@ -409,7 +447,7 @@ async def test_int_spares_background_children_until_term(
         await proc.signal(RemoteSignal.TERM)
         async with asyncio.timeout(5):
             assert await proc.wait() == 128 + signal.SIGINT  # how the leader died
-        assert live_in_group(pgid) == []
+        await eventually(lambda: live_in_group(pgid) == [], within=2.0)
 
 
 async def test_signal_after_exit_is_harmless(transport: SshTransport, host: Host) -> None:
