@@ -170,7 +170,7 @@ class HostRow:
     connect_attempts: int = 0
     connect_cause: str | None = None  # latest failed connection attempt
     cause: str | None = None  # host-level cause from HostFinished (unreachable, internal error)
-    crashed: bool = False  # HostFinished carried a traceback (it is in host.log)
+    crashed: bool = False  # HostFinished carried a traceback (it is in the host's log)
     started_at: float | None = None  # wall clock of HostStarted
     started_mono: float | None = None
     ended_at: float | None = None  # wall clock of HostFinished
