@@ -271,7 +271,7 @@ def test_host_lines_never_split_a_step_section(tmp_path: Path) -> None:
     run.events.append(OrphanUnconfirmed(RUN_ID, "db1", 4242, "no answer", run.now))
     sink = LogSink(tmp_path)
     feed(sink, run.events)
-    assert not sink._open  # noqa: SLF001 - nothing left open
+    assert not sink._open  # nothing left open
     text = read(host_log_path(tmp_path, RUN_ID, "db1"))
     (full,) = step_sections(text, "db1", "full")
     assert "-----\none\ntwo\n-----\n" in full
