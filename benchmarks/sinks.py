@@ -10,12 +10,16 @@ then feeds it to each sink on its own in a fresh state directory: ``state`` (Run
 ``plain`` (PlainSink quiet), ``logs`` (LogSink), ``store`` (SQLite run store, fsync per
 state change as in a run) and ``all`` (the four, as ``fanout run --batch --quiet``).
 Prints the median CPU (user+sys, ``getrusage``) per host in ms of REPEAT replays.
-No network, no sshd: steadier than ``attribute.py``, which measures whole runs.
+Output events carry the progress the engine read (``StepOutput.progress``) as in a run.
+No network, no sshd: steadier than ``attribute.py``, which measures whole runs. To compare
+with another checkout, copy this file outside any checkout and run it with that checkout's
+venv python (it then imports that checkout's ``fanout``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import resource
@@ -45,6 +49,7 @@ from fanout.events import (
     StepStatus,
     Stream,
 )
+from fanout.rman import Transcript
 
 STEPS = ("full", "archivelog", "controlfile")
 RUN_ID = "20261201T155123Z-bench"
@@ -88,6 +93,16 @@ def transcript(sid: str, step: str) -> list[str]:
     ]
 
 
+def output(host: str, step: str, line: str, at: float, reader: Transcript) -> StepOutput:
+    """A StepOutput as engine._pump emits it: with the progress its Transcript read (when
+    this fanout's StepOutput has that field; the engine's parse is not the sinks' cost)."""
+    event = StepOutput(RUN_ID, host, step, Stream.STDOUT, line, at)
+    if "progress" not in {f.name for f in dataclasses.fields(StepOutput)}:
+        return event
+    reader.feed(line)
+    return dataclasses.replace(event, progress=reader.progress or "")
+
+
 def stream(n: int) -> list[Event]:
     """The events of an n-host run, hosts interleaved line by line."""
     names = [f"db{i:04d}" for i in range(n)]
@@ -101,9 +116,10 @@ def stream(n: int) -> list[Event]:
         now += 0.2
         events += [StepStarted(RUN_ID, h, step, 1, "rman target /", now) for h in names]
         lines = {h: transcript(h.upper(), step) for h in names}
+        readers = {h: Transcript() for h in names}
         for i in range(len(lines[names[0]])):
             now += 1.0 / 32
-            events += [StepOutput(RUN_ID, h, step, Stream.STDOUT, lines[h][i], now) for h in names]
+            events += [output(h, step, lines[h][i], now, readers[h]) for h in names]
         now += 0.1
         events += [
             StepFinished(RUN_ID, h, step, 1, StepStatus.OK, 0, None, 1.1, False, now) for h in names
