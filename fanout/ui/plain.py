@@ -64,6 +64,8 @@ class PlainSink:
 
     def emit(self, event: Event) -> None:
         """Write the line for ``event``, if it has one. Raises what ``stream`` raises."""
+        if type(event) is StepOutput:
+            return  # no line; the bulk of the stream, so tested first
         line, failure = self._describe(event)
         if line is not None and (failure or not self._quiet):
             self._write(event.at, line)
