@@ -159,7 +159,7 @@ class LogSink:
             with contextlib.suppress(OSError):
                 if log.step is not None:
                     log.file.write(f"{_RULE}\n(log closed before {host} {log.step} finished)\n")
-                    log.file.writelines(log.held)
+                    log.file.write("".join(["\n", *log.held]) if log.held else "")
             with contextlib.suppress(OSError):
                 log.file.close()
 
@@ -342,7 +342,10 @@ def step_sections(text: str, host: str, step: str) -> list[str]:
     everything either way. A step log of the earlier layout reads the same way.
     """
     title = f"{host} {step}"
-    lines = text.splitlines(keepends=True)
+    lines = [line + "\n" for line in text.split("\n")]  # only \n ends a line: raw output
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
     found: list[str] = []
     start: int | None = None
     footer = False

@@ -171,7 +171,7 @@ def test_step_sections_reads_each_attempt_back(tmp_path: Path) -> None:
     run.output("db1", "full", "first", "", "2026-11-23T17:14:35Z looks like a host line")
     run.step_finished("db1", "full", StepStatus.FAILED, duration=2, will_retry=True)
     run.step_started("db1", "full", attempt=2)
-    run.output("db1", "full", "second")
+    run.output("db1", "full", "second", "50%\r\x0c100%")
     run.step_finished("db1", "full", StepStatus.OK, duration=2, attempt=2)
     run.step_started("db1", "archivelog")
     run.output("db1", "archivelog", "arch")
@@ -184,7 +184,7 @@ def test_step_sections_reads_each_attempt_back(tmp_path: Path) -> None:
     assert "-----\nfirst\n\n2026-11-23T17:14:35Z looks like a host line\n-----\n" in first
     assert first.endswith("status:   failed (will retry)\ncause:    -\n")
     assert second.startswith("===== db1 full attempt 2 =====\n")
-    assert "-----\nsecond\n-----\n" in second
+    assert "-----\nsecond\n50%\r\x0c100%\n-----\n" in second  # only \n ends a line
     assert second.endswith("status:   ok\ncause:    -\n")
     (arch,) = step_sections(text, "db1", "archivelog")
     assert "-----\narch\n-----\n" in arch
