@@ -178,7 +178,7 @@ def test_step_sections_reads_each_attempt_back(tmp_path: Path) -> None:
     run.step_finished("db1", "archivelog", StepStatus.OK, duration=1)
     run.host_finished("db1", HostStatus.OK)
     feed(LogSink(tmp_path), run.events)
-    text = read(host_log_path(tmp_path, RUN_ID, "db1"))
+    text = host_log_path(tmp_path, RUN_ID, "db1").read_bytes().decode()  # \r kept
     first, second = step_sections(text, "db1", "full")
     assert first.startswith("===== db1 full attempt 1 =====\n")
     assert "-----\nfirst\n\n2026-11-23T17:14:35Z looks like a host line\n-----\n" in first
