@@ -7,7 +7,8 @@ Not a test: run it and read the numbers::
 Runs the real ``run_inventory`` against the simulated fleet (``fanout.sim``, as ``fanout
 demo`` does) once per output mode, then counts the lines of ``--batch``, ``--quiet``,
 ``--batch --summary-only`` (when this fanout has it), ``show`` and ``show --failed`` (when
-it has it), the log bytes each host wrote per run (``logs/<run>/<host>/``) and the size of
+it has it), the log bytes each host wrote per run (``logs/<run>/<host>.log``, or the directory
+``logs/<run>/<host>/`` of earlier releases) and the size of
 the run store per host and run.
 """
 
@@ -93,7 +94,7 @@ def main() -> None:
         else:
             print(f"{'show':<24} {_lines(reports.show_text(None, False, state_dir)):>6} lines")
         sizes = [
-            sum(f.stat().st_size for f in host.iterdir())
+            sum(f.stat().st_size for f in host.iterdir()) if host.is_dir() else host.stat().st_size
             for run in (state_dir / "logs").iterdir()
             for host in run.iterdir()
         ]

@@ -601,7 +601,8 @@ class Engine:
                         and len(warnings) < 5  # bounded: remote text
                     ):
                         warnings.append("warning: " + text[len(WARNING_PREFIX) :].strip())
-                    emit(StepOutput(run_id, host, step, out.stream, text, at))
+                    progress = transcript.progress or ""  # travels with the line: no second parse
+                    emit(StepOutput(run_id, host, step, out.stream, text, at, progress))
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
 

@@ -130,6 +130,10 @@ class StepOutput:
     stream: Stream
     line: str
     at: float
+    # The step's progress as the engine's rman.Transcript read it through this line, so
+    # that no sink parses the line again: "" when it read none yet; None when the
+    # emitter did not read the output (RunState then reads it itself).
+    progress: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

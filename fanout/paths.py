@@ -3,13 +3,17 @@
 ::
 
     <state_dir>/                       $XDG_STATE_HOME/fanout or ~/.local/state/fanout
-      logs/<run-id>/<host>/<step>.log  full remote output of every attempt of a step
-      logs/<run-id>/<host>/host.log    connection attempts, host outcome, crash tracebacks
+      logs/<run-id>/<host>.log         one per host: connection attempts, outcome, crash
+                                       traceback, and every attempt of every step (logs.py)
+
+Earlier releases wrote ``logs/<run-id>/<host>/<step>.log`` and ``.../<host>/host.log``;
+``legacy_host_log_path`` and ``legacy_step_log_path`` name those, for reading old runs
+(their store rows keep the step log paths they were written with).
 
 Host, step and run names become single path components: any character outside
 ``[A-Za-z0-9._~-]`` is percent-encoded (``a/b`` → ``a%2Fb``), and ``.``/``..`` are
 encoded too, so a name can never climb out of its directory and two names never
-share a file (a step called ``host`` included). Pure: nothing here touches the file system.
+share a file. Pure: nothing here touches the file system, except ``existing_host_log``.
 """
 
 from __future__ import annotations
@@ -73,27 +77,57 @@ def run_log_dir(state_dir: Path, run_id: str) -> Path:
     return state_dir / "logs" / path_component(run_id)
 
 
-def host_log_dir(state_dir: Path, run_id: str, host: str) -> Path:
-    """``<state_dir>/logs/<run-id>/<host>``."""
-    return run_log_dir(state_dir, run_id) / path_component(host)
+def host_log_name(host: str) -> str:
+    """``<host>.log``, the host's log file name in its run's log directory."""
+    return f"{path_component(host)}.log"
+
+
+def host_log_path(state_dir: Path, run_id: str, host: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>.log``: everything of one host in one run."""
+    return run_log_dir(state_dir, run_id) / host_log_name(host)
 
 
 def step_log_path(state_dir: Path, run_id: str, host: str, step: str) -> Path:
-    """``<state_dir>/logs/<run-id>/<host>/<step>.log``: every attempt of the step, appended.
-
-    A step named ``host`` is written ``%68ost.log`` so that it never shares ``host.log``.
-    """
-    component = path_component(step)
-    if f"{component}.log" == HOST_LOG_NAME:
-        component = f"%{ord(component[0]):02X}{component[1:]}"
-    return host_log_dir(state_dir, run_id, host) / f"{component}.log"
+    """The file holding ``step``'s output: its host's log (a section per attempt,
+    ``logs.step_sections`` reads them back). ``step`` does not change the path."""
+    del step  # one file per host: the step is a section inside it
+    return host_log_path(state_dir, run_id, host)
 
 
 def step_log_in(run_dir: Path, host: str, step: str) -> Path:
     """``step_log_path`` for a run whose log directory (``run_log_dir``) is ``run_dir``."""
-    return run_dir / step_log_path(Path(), "", host, step).relative_to(Path("logs", "%00"))
+    del step
+    return run_dir / host_log_name(host)
 
 
-def host_log_path(state_dir: Path, run_id: str, host: str) -> Path:
-    """``<state_dir>/logs/<run-id>/<host>/host.log``: connection attempts and crash tracebacks."""
-    return host_log_dir(state_dir, run_id, host) / HOST_LOG_NAME
+def host_log_in(run_dir: Path, host: str) -> Path:
+    """``host_log_path`` for a run whose log directory (``run_log_dir``) is ``run_dir``."""
+    return run_dir / host_log_name(host)
+
+
+# ---- the layout of earlier releases (read, never written) ------------------------------------
+
+
+def legacy_host_log_path(state_dir: Path, run_id: str, host: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>/host.log`` (earlier releases)."""
+    return run_log_dir(state_dir, run_id) / path_component(host) / HOST_LOG_NAME
+
+
+def legacy_step_log_path(state_dir: Path, run_id: str, host: str, step: str) -> Path:
+    """``<state_dir>/logs/<run-id>/<host>/<step>.log`` (earlier releases); a step named
+    ``host`` was written ``%68ost.log`` so that it never shared ``host.log``."""
+    component = path_component(step)
+    if f"{component}.log" == HOST_LOG_NAME:
+        component = f"%{ord(component[0]):02X}{component[1:]}"
+    return run_log_dir(state_dir, run_id) / path_component(host) / f"{component}.log"
+
+
+def existing_host_log(state_dir: Path, run_id: str, host: str) -> Path:
+    """The host's log of a recorded run: this layout's file, or the earlier layout's
+    ``host.log`` when only that exists (a run of an earlier release)."""
+    path = host_log_path(state_dir, run_id, host)
+    if not path.exists():
+        legacy = legacy_host_log_path(state_dir, run_id, host)
+        if legacy.exists():
+            return legacy
+    return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fanout.errors import UsageError
 from fanout.inventory import load_inventory
-from fanout.paths import choose_state_dir, host_log_path
+from fanout.paths import choose_state_dir, existing_host_log
 from fanout.scheduler import HISTORY_RUNS, expected_duration
 from fanout.store import RunDetail, Store, open_store
 from fanout.ui.history import (
@@ -82,7 +82,7 @@ def show_text(
     now = time.time()
 
     def host_log(name: str) -> str:
-        return str(host_log_path(directory, detail.run.run_id, name))
+        return str(existing_host_log(directory, detail.run.run_id, name))
 
     if as_json:
         data = show_json(detail, now=now, expected=expected)

@@ -110,7 +110,7 @@ class Resume:
 def raise_fd_limit() -> int:
     """Raise the soft open-files limit to the hard one (often 1024 → 524288) and return it.
 
-    Each running host holds a socket, its step's log and, in ``fanout demo``, the simulated
+    Each running host holds a socket, its log file and, in ``fanout demo``, the simulated
     side's pipes: 200 hosts at once came within 40 descriptors of a 1024 soft limit.
     """
     import resource
@@ -151,7 +151,7 @@ def run_inventory(
     state_dir = choose_state_dir(options.state_dir, inventory.settings.state_dir)
     with acquire_run_lock(state_dir, inventory.path, argv=options.argv):
         resume = None
-        raise_fd_limit()  # a wide run holds a socket per host and a log file per step
+        raise_fd_limit()  # a wide run holds a socket per host and a log file per running host
         if inventory.settings.cluster is not None:  # -- cluster mode: fanout/cluster/run.py
             if options.resume is not None:
                 raise UsageError("--resume: in cluster mode a takeover continues the run itself")
@@ -435,7 +435,7 @@ async def _run(
 
 
 async def _flush_logs(logs: LogSink) -> None:
-    """Flush the step logs every ``flush_interval`` (1 s), so kill -9 loses at most that much."""
+    """Flush the hosts' logs every ``flush_interval`` (1 s), so kill -9 loses at most that much."""
     while True:
         await asyncio.sleep(logs.flush_interval)
         logs.flush()

@@ -170,7 +170,7 @@ class HostRow:
     connect_attempts: int = 0
     connect_cause: str | None = None  # latest failed connection attempt
     cause: str | None = None  # host-level cause from HostFinished (unreachable, internal error)
-    crashed: bool = False  # HostFinished carried a traceback (it is in host.log)
+    crashed: bool = False  # HostFinished carried a traceback (it is in the host's log)
     started_at: float | None = None  # wall clock of HostStarted
     started_mono: float | None = None
     ended_at: float | None = None  # wall clock of HostFinished
@@ -276,6 +276,7 @@ class RunState:
     ) -> None:
         self._new_reader = new_reader
         self._readers: dict[tuple[str, str], ProgressReader] = {}
+        self._raw_progress: dict[str, str] = {}  # host -> the progress its row shows, unescaped
         self._clock = clock
         self.run_id: str = ""
         self.inventory: str = ""
@@ -309,16 +310,22 @@ class RunState:
     def apply(self, event: Event) -> None:
         """Fold one event in. Never raises for a well-typed event."""
         self.last_at = event.at
-        if not isinstance(event, StepOutput):
-            self._changes += 1
+        if type(event) is StepOutput:  # ~95 % of the stream: the shortest path
+            reader = self._readers.get((event.host, event.step))
+            if reader is None:
+                return  # output outside a running step
+            progress = event.progress  # the engine's reading, when it sent one
+            if progress is None:
+                reader.feed(event.line)
+                progress = reader.progress
+            if progress and progress is not self._raw_progress.get(event.host):
+                self._raw_progress[event.host] = progress  # unchanged: nothing to redo
+                self._row(event.host).progress = make_visible(progress[:PROGRESS_MAX])
+            return
+        self._changes += 1
         match event:
             case StepOutput():
-                reader = self._readers.get((event.host, event.step))
-                if reader is not None:
-                    reader.feed(event.line)
-                    progress = reader.progress
-                    if progress is not None:
-                        self._row(event.host).progress = make_visible(progress[:PROGRESS_MAX])
+                pass  # above
             case RunStarted():
                 self.run_id = event.run_id
                 self.inventory = event.inventory
@@ -348,6 +355,7 @@ class RunState:
                 self._set_phase(row, HostPhase.RUNNING)
                 row.current_step = event.step
                 row.progress = None
+                self._raw_progress.pop(event.host, None)
                 self._readers[event.host, event.step] = self._new_reader()
                 cell = self._cell(row, event.step)
                 self._steps_done -= cell.finished

@@ -1,8 +1,11 @@
 """The run store: SQLite (WAL) at ``<state_dir>/fanout.db``, written from the event stream.
 
-``Store`` is an ``EventSink``. Every state change is one small ``BEGIN IMMEDIATE``
-transaction, committed before ``emit`` returns; ``StepOutput`` (the bulk of the
-stream) and events that change no row return at once. A step row exists from
+``Store`` is an ``EventSink``. Every state change is one transaction, committed before
+``emit`` returns: a change of one statement runs in SQLite's autocommit (its own
+transaction, as durable as an explicit one), a change of several in ``BEGIN
+IMMEDIATE`` … ``COMMIT`` (a run's plan as one ``executemany`` per table); per host that is
+about 8 statements and 8 commits. ``StepOutput`` (the bulk of the stream) and events
+that change no row return at once. A step row exists from
 ``RunStarted`` ('pending'), is 'running' from ``StepStarted`` and takes the final
 status from ``StepFinished`` (back to 'pending' when another attempt follows), so a
 row always describes the step's latest attempt.
@@ -25,8 +28,10 @@ Linux the process start time, so a reused pid is not taken for it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import operator
 import os
 import socket
 import sqlite3
@@ -548,6 +553,7 @@ class Store:
         self._on_write_error = on_write_error
         self._hostname = socket.gethostname()
         self.write_error: StoreError | None = None  # the first change that was not recorded
+        self._log_paths: dict[tuple[str, str], str] = {}  # (run, host) -> its log file
 
     def emit(self, event: Event) -> None:
         """Commit the row changes of one event before returning.
@@ -558,6 +564,8 @@ class Store:
         runner fires the cancel token: no step may start unrecorded), and later events
         are still attempted. Nothing here awaits, so cancellation cannot interrupt it.
         """
+        if type(event) is StepOutput:
+            return  # no row changes; the bulk of the stream, so tested first
         match event:
             case StepOutput() | HostConnected() | ConnectFailed() | CancelRequested():
                 return  # no row changes
@@ -566,7 +574,10 @@ class Store:
             case HostStarted():
                 stmts = [(_HOST_STARTED, (event.at, event.run_id, event.host))]
             case StepStarted():
-                log = str(step_log_path(self.path.parent, event.run_id, event.host, event.step))
+                log = self._log_paths.get((event.run_id, event.host))
+                if log is None:  # one file per host: the path is the same for every step
+                    log = str(step_log_path(self.path.parent, event.run_id, event.host, event.step))
+                    self._log_paths[event.run_id, event.host] = log
                 key = (event.run_id, event.host, event.step)
                 stmts = [(_STEP_STARTED, (*key, event.attempt, event.at, log, event.detail))]
             case StepFinished():
@@ -625,6 +636,7 @@ class Store:
             self._hostname,
         )
         stmts: list[_Stmt] = [(_RUN_STARTED, started)]
+        steps: list[_Stmt] = []  # after every host: commit groups them into executemany
         for position, host in enumerate(event.hosts):
             database = host.database or f"{host.oracle_sid}@{host.address.lower()}"
             params = (
@@ -638,16 +650,22 @@ class Store:
             )
             stmts.append((_PLAN_HOST, params))
             levels = dict(zip(host.steps, host.levels, strict=False))
-            stmts.extend(
+            steps.extend(
                 (_PLAN_STEP, (run, host.name, s, i, levels.get(s)))
                 for i, s in enumerate(host.steps)
             )
-        return stmts
+        return stmts + steps
 
     def _commit(self, stmts: Sequence[_Stmt]) -> None:
+        """Run ``stmts`` as one committed transaction; consecutive runs of one SQL text
+        go to ``executemany``. One statement alone is its own (autocommit) transaction."""
+        if len(stmts) == 1:
+            sql, params = stmts[0]
+            self._db.execute(sql, params)
+            return
         with _transaction(self._db):
-            for sql, params in stmts:
-                self._db.execute(sql, params)
+            for sql, group in itertools.groupby(stmts, key=operator.itemgetter(0)):
+                self._db.executemany(sql, [params for _, params in group])
 
     def recent_runs(
         self, inventory_path: PathArg | None = None, limit: int = 20

@@ -286,7 +286,7 @@ def run_problems(
 
     A step that is still 'running' in a run that is not (interrupted) counts too. A host
     appears on its own when it failed or was cancelled with a cause no step carries, or
-    with no failed step at all (unreachable); ``host_log(name)`` names its ``host.log``.
+    with no failed step at all (unreachable); ``host_log(name)`` names the host's log.
     """
     live = _live(detail.run)
     found: list[Problem] = []

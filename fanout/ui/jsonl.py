@@ -52,10 +52,18 @@ def _encode(name: str, value: object) -> JsonValue:
             raise TypeError(f"cannot encode {name}={value!r} as JSON")
 
 
+# Fields for fanout's own sinks, not part of the documented JSON stream.
+NOT_IN_JSON: frozenset[tuple[type, str]] = frozenset(
+    {(StepOutput, "progress")}  # the engine's parse handed to RunState
+)
+
+
 def event_to_json(event: Event) -> dict[str, JsonValue]:
     """The JSON object for ``event``, as documented in docs/json-events.md."""
     record: dict[str, JsonValue] = {"event": event_name(event)}
     for field in dataclasses.fields(event):
+        if (type(event), field.name) in NOT_IN_JSON:
+            continue
         record[field.name] = _encode(field.name, getattr(event, field.name))
     return record
 

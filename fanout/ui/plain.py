@@ -42,6 +42,7 @@ from fanout.events import (
     StepStarted,
     StepStatus,
 )
+from fanout.paths import host_log_name
 from fanout.state import format_elapsed, format_instant
 
 
@@ -63,6 +64,8 @@ class PlainSink:
 
     def emit(self, event: Event) -> None:
         """Write the line for ``event``, if it has one. Raises what ``stream`` raises."""
+        if type(event) is StepOutput:
+            return  # no line; the bulk of the stream, so tested first
         line, failure = self._describe(event)
         if line is not None and (failure or not self._quiet):
             self._write(event.at, line)
@@ -134,7 +137,7 @@ class PlainSink:
         text = f"{event.host} finished {_status_word(event.status)} in"
         text = _with_cause(f"{text} {format_elapsed(event.duration)}", event.cause)
         if event.detail:
-            text += " (traceback in host.log)"
+            text += f" (traceback in {host_log_name(event.host)})"
         # quiet: a host that failed only through its steps adds nothing to their lines
         own = event.cause is not None or event.detail is not None
         return text, event.status is HostStatus.FAILED and own

@@ -10,11 +10,11 @@ at most ``CAUSE_LINES`` lines; a log path is never wrapped)::
 
     FAILED     erp-prod archivelog (attempt 2, 12s): ORA-19809: limit exceeded
                for recovery files
-               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/archivelog.log
+               log: /home/oracle/.local/state/fanout/logs/…/erp-prod.log
     FAILED     crm-prod (5m28s): Connection refused
-               log: /home/oracle/.local/state/fanout/logs/…/crm-prod/host.log
+               log: /home/oracle/.local/state/fanout/logs/…/crm-prod.log
     cancelled  erp-prod controlfile (2s)
-               log: /home/oracle/.local/state/fanout/logs/…/erp-prod/controlfile.log
+               log: /home/oracle/.local/state/fanout/logs/…/erp-prod.log
     Not started (2): db-7, db-8
     Cancelled: by the operator (q/quit)
     fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod), …
@@ -126,7 +126,7 @@ class Problem:
 
 def problems(state: RunState, log_dir: Path | None) -> list[Problem]:
     """What failed or was cancelled, failures first, each group in dispatch order."""
-    from fanout.paths import step_log_in
+    from fanout.paths import host_log_in, host_log_name, step_log_in
 
     found: list[Problem] = []
     for row in state.rows.values():
@@ -159,16 +159,10 @@ def problems(state: RunState, log_dir: Path | None) -> list[Problem]:
                 continue  # its cancelled steps say it all
             cause = row.cause or ""
             if row.crashed:
-                cause = f"{cause} (traceback in host.log)".lstrip()
-            log = None if log_dir is None else log_dir.joinpath(*_host_log_parts(row.name))
+                cause = f"{cause} (traceback in {host_log_name(row.name)})".lstrip()
+            log = None if log_dir is None else host_log_in(log_dir, row.name)
             found.append(Problem(row.status.value, row.name, None, cause, row.duration, 0, log))
     return sorted(found, key=lambda p: p.status != CellStatus.FAILED)  # stable
-
-
-def _host_log_parts(host: str) -> tuple[str, str]:
-    from fanout.paths import HOST_LOG_NAME, path_component
-
-    return path_component(host), HOST_LOG_NAME
 
 
 def problem_lines(problem: Problem, width: int = WIDTH) -> list[str]:

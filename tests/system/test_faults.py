@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout.logs import step_sections
 from tests.system.sshd import (
     REPO,
     Background,
@@ -142,7 +143,7 @@ def test_remote_escape_sequences_are_escaped_on_screen_and_raw_in_the_log(
     for text in (result.stdout, full, brief):
         assert "\x1b" not in text
         assert "\x07" not in text
-    (log,) = (state / "logs").glob("*/e1/evil.log")
+    (log,) = (state / "logs").glob("*/e1.log")
     raw = log.read_bytes()
     assert b"title\x1b]0;pwned\x07 then \x1b[2Jclear\n" in raw
     assert b"[stderr] title\x1b]0;pwned\x07 then \x1b[2Jclear\n" in raw
@@ -202,12 +203,12 @@ def test_step_log_is_on_disk_within_a_second_and_survives_kill_9(
     ) as run:
         wait_until(lambda: remote_starts(oracle_home), 30, what="rman started")
         log = wait_until(
-            lambda: next(iter((state / "logs").glob("*/k1/full.log")), None), 10, what="log"
+            lambda: next(iter((state / "logs").glob("*/k1.log")), None), 10, what="log"
         )
         wait_until(lambda: b"starting piece 1" in log.read_bytes(), 5, what="output flushed")
         run.proc.kill()
         run.finish()
-    text = log.read_text()
+    (text,) = step_sections(log.read_text(), "k1", "full")
     assert text.startswith("===== k1 full attempt 1 =====")
     assert "starting piece 1" in text
     assert "Recovery Manager" in text

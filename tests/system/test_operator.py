@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout.logs import step_sections
 from tests.system.sshd import (
     REPO,
     SshdServer,
@@ -118,9 +119,9 @@ def test_a_dbas_first_nights(tmp_path: Path, sshd: SshdServer, oracle_home: Path
     assert lines[0].endswith("ORA-19809: limit exceeded for recovery files")
     [log_line] = [line for line in lines if line.strip().startswith("log: ")]
     log = Path(log_line.split("log: ", 1)[1])
-    assert log.parent.name == "pay-prod-02"
-    assert log.name == "full.log"
-    assert "ORA-19809" in log.read_text()
+    assert log.name == "pay-prod-02.log"
+    (section,) = step_sections(log.read_text(), "pay-prod-02", "full")
+    assert "ORA-19809" in section
     assert len(lines) == 2  # exactly the one failure
 
     # Morning: resume takes only what is owed, quietly.

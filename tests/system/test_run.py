@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fanout.logs import step_sections
 from tests.system.sshd import (
     REPO,
     SSH_KEYGEN,
@@ -251,8 +252,9 @@ def test_on_failure_stop_skips_the_hosts_later_steps(
         assert (skipped["status"], skipped["attempt"]) == ("skipped", 0)
     assert starts(oracle_home, "ERP") == []
     assert outcome.host("crm")["status"] == "ok"
-    log = next((tmp_path / "state" / "logs").glob("*/erp/precheck.log")).read_text()
-    assert "[stderr] FRA not writable" in log
+    log = next((tmp_path / "state" / "logs").glob("*/erp.log")).read_text()
+    (precheck,) = step_sections(log, "erp", "precheck")
+    assert "[stderr] FRA not writable" in precheck
 
 
 def test_step_timeout_fails_the_step_and_stops_the_remote_group(
@@ -359,10 +361,11 @@ def test_failed_attempt_is_retried_and_succeeds(
     assert attempts == [(1, "failed", True), (2, "ok", False)]
     assert [e["attempt"] for e in outcome.of("step_started")] == [1, 2]
     assert [r["behaviour"] for r in starts(oracle_home, "ERP")] == ["fail", "ok"]
-    log = next((tmp_path / "state" / "logs").glob("*/erp/full.log")).read_text()
-    assert "===== erp full attempt 1 =====" in log
-    assert "===== erp full attempt 2 =====" in log
-    assert "status:   failed (will retry)" in log
+    log = next((tmp_path / "state" / "logs").glob("*/erp.log")).read_text()
+    first, second = step_sections(log, "erp", "full")
+    assert first.startswith("===== erp full attempt 1 =====")
+    assert second.startswith("===== erp full attempt 2 =====")
+    assert "status:   failed (will retry)" in first
 
 
 # -- what the operator sees ----------------------------------------------------------------------
@@ -371,7 +374,8 @@ def test_failed_attempt_is_retried_and_succeeds(
 def test_step_log_has_header_full_output_and_footer(
     sshd: SshdServer, oracle_home: Path, tmp_path: Path
 ) -> None:
-    """<state_dir>/logs/<run>/<host>/<step>.log holds a header, the whole transcript, a footer."""
+    """<state_dir>/logs/<run>/<host>.log: host lines, and per step a header, the whole
+    transcript and a footer."""
     configure_double(oracle_home, {"*": {"seconds": 0.1, "datafiles": 7}})
     inventory = write_inventory(tmp_path, sshd, oracle_home, [{"sid": "ERP"}])
 
@@ -379,11 +383,14 @@ def test_step_log_has_header_full_output_and_footer(
 
     assert outcome.status == 0, outcome.stderr
     run_id = outcome.events[0]["run_id"]
-    logs = tmp_path / "state" / "logs" / run_id / "erp"
-    assert sorted(p.name for p in logs.iterdir()) == sorted(
-        [f"{s}.log" for s in STEPS] + ["host.log"]
-    )
-    text = (logs / "full.log").read_text()
+    logs = tmp_path / "state" / "logs" / run_id
+    assert [p.name for p in logs.iterdir()] == ["erp.log"]  # one file per host, nothing else
+    whole = (logs / "erp.log").read_text()
+    first, *_, last = whole.splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ connecting to 127\.0\.0\.1", first)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ finished: ok in \S+", last)
+    assert [len(step_sections(whole, "erp", s)) for s in STEPS] == [1] * len(STEPS)
+    (text,) = step_sections(whole, "erp", "full")
     header, output, footer = text.split("-----\n")
     assert header.splitlines()[0] == "===== erp full attempt 1 ====="
     fields = dict(line.split(":", 1) for line in header.splitlines()[1:])
@@ -563,7 +570,7 @@ def flooded(
         configure_double(home, {"*": {"behaviour": "flood", "flood_mb": FLOOD_MB}})
         status, out, err, peak = _measure(tmp, inventory)
         run_id = json_events(out)[0]["run_id"]
-        log = tmp / "state" / "logs" / run_id / "erp" / "archivelog.log"
+        log = tmp / "state" / "logs" / run_id / "erp.log"
         yield Flooded(status, err, log, baseline, peak)
         assert remote_processes(home) == []
     finally:
@@ -576,6 +583,7 @@ def test_flood_of_output_reaches_the_log_file_whole(flooded: Flooded) -> None:
     assert flooded.status == 0, flooded.stderr
     expected = 1
     size = 0
+    after: list[str] = []
     with flooded.log.open(encoding="utf-8") as log:
         for line in log:
             size += len(line)
@@ -583,11 +591,12 @@ def test_flood_of_output_reaches_the_log_file_whole(flooded: Flooded) -> None:
             if match and match[1] == match[2]:  # the flood's lines have RECID == sequence
                 assert int(match[1]) == expected, line
                 expected += 1
-            else:
-                last = line
+            elif expected > 1:
+                after.append(line)
     assert expected - 1 == flood_line_count(FLOOD_MB)
     assert size > FLOOD_MB * 1024 * 1024
-    assert last == "cause:    -\n"
+    assert "cause:    -\n" in after  # the step's footer follows the flood, then the outcome
+    assert after[-1][21:].startswith("finished: ok in ")
 
 
 def test_flood_of_output_keeps_fanout_memory_bounded(flooded: Flooded) -> None:

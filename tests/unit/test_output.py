@@ -23,7 +23,7 @@ from fanout.events import (
     StepStatus,
 )
 from fanout.state import RunState
-from fanout.ui.jsonl import JsonSink, event_name
+from fanout.ui.jsonl import NOT_IN_JSON, JsonSink, event_name
 from fanout.ui.plain import PlainSink
 from fanout.ui.summary import (
     CAUSE_LINES,
@@ -159,7 +159,7 @@ def test_plain_edge_lines() -> None:
         "2026-11-23T17:14:40Z cancel requested: SIGTERM received; forcing: running steps"
         " are killed now",
         "2026-11-23T17:14:40Z db1 finished FAILED in 5s: internal error: boom"
-        " (traceback in host.log)",
+        " (traceback in db1.log)",
     ]
 
 
@@ -200,7 +200,10 @@ def test_docs_describe_every_event_and_field() -> None:
     """docs/json-events.md has a section per event listing exactly its fields, in order."""
     docs = documented_fields()
     expected = {
-        event_name_of(cls): ["event", *(f.name for f in dataclasses.fields(cls))]
+        event_name_of(cls): [
+            "event",
+            *(f.name for f in dataclasses.fields(cls) if (cls, f.name) not in NOT_IN_JSON),
+        ]
         for cls in EVENT_TYPES
     }
     assert docs == expected
@@ -294,11 +297,11 @@ def test_summary_text_exact() -> None:
     assert text == (
         "FAILED     erp-prod archivelog (attempt 2, 12s): ORA-19809: limit exceeded for\n"
         "           recovery files\n"
-        f"           log: {LOG_DIR}/erp-prod/archivelog.log\n"
+        f"           log: {LOG_DIR}/erp-prod.log\n"
         "FAILED     crm-prod (5m28s): Connection refused\n"
-        f"           log: {LOG_DIR}/crm-prod/host.log\n"
+        f"           log: {LOG_DIR}/crm-prod.log\n"
         "cancelled  erp-prod controlfile (2s)\n"
-        f"           log: {LOG_DIR}/erp-prod/controlfile.log\n"
+        f"           log: {LOG_DIR}/erp-prod.log\n"
         "Not started (1): hr-test\n"
         "Cancelled: by the operator (q/quit)\n"
         "fanout run 20261123T171435Z-3f9a: 0/3 hosts ok, 2 failed (erp-prod, crm-prod),"
@@ -432,8 +435,8 @@ def test_summary_rich_renders_at_80_columns() -> None:
     assert all(len(line) <= 80 for line in text.splitlines())
     for expected in ("erp-prod", "crm-prod", "not started (1): hr-test", "FAILED", "recovery"):
         assert expected in text
-    assert "log: erp-prod/archivelog.log" in text
-    assert "log: crm-prod/host.log" in text
+    assert "log: erp-prod.log" in text
+    assert "log: crm-prod.log" in text
     assert f"logs under {LOG_DIR}" in text
     assert " full " not in text  # the step that succeeded is not listed
     assert "exit 130 (cancelled by the operator)" in text

@@ -11,7 +11,7 @@ from fanout.cli import app
 from fanout.errors import InventoryError
 from fanout.events import HostStatus, StepStatus
 from fanout.inventory import load_inventory
-from fanout.paths import run_log_dir
+from fanout.paths import host_log_path, legacy_step_log_path
 from fanout.prune import format_bytes, prune, prune_text
 from fanout.store import open_store
 from tests.unit.events_builder import Run, feed, planned, with_meta
@@ -46,7 +46,7 @@ def record(
     a: StepStatus | None = StepStatus.OK,
 ) -> str:
     """A run of ``days_ago`` days in which each host's full ended ``a``/``b`` (None: the host
-    was not in the run). Writes a 100-byte log for each host, as the log sink would."""
+    was not in the run). Writes a 100-byte log per host, this layout and the earlier in turn."""
     rid = run_id(days_ago, tag)
     inv = load_inventory(inventory)
     outcomes = {name: status for name, status in (("a", a), ("b", b)) if status is not None}
@@ -62,8 +62,12 @@ def record(
     run.finish(exit_code=0 if set(outcomes.values()) == {StepStatus.OK} else 1)
     with open_store(state) as store:
         feed(store, with_meta(run.events, inv.path.resolve(), inv.sha256, ["fanout", "run"]))
-    for name in outcomes:
-        log = run_log_dir(state, rid) / name / "full.log"
+    for i, name in enumerate(outcomes):  # both layouts: this release's and the earlier one
+        log = (
+            host_log_path(state, rid, name)
+            if i % 2
+            else legacy_step_log_path(state, rid, name, "full")
+        )
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"x" * 100)
     return rid

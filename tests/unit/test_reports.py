@@ -137,10 +137,10 @@ def test_show_leads_with_failures_and_filters(inventory: Path, tmp_path: Path) -
     code, text = invoke("show", NIGHT, "-i", str(inventory))
     assert code == 0, text
     body = text.split("\n\n", 1)[1].splitlines()
-    host_log = state / "logs" / NIGHT / "crm-prod-01" / "host.log"
+    host_log = state / "logs" / NIGHT / "crm-prod-01.log"
     assert body == [
         f"FAILED     pay-prod-02 full (12s): {ORA}",
-        f"           log: {state / 'logs' / NIGHT / 'pay-prod-02' / 'full.log'}",
+        f"           log: {state / 'logs' / NIGHT / 'pay-prod-02.log'}",
         "FAILED     crm-prod-01 (0s): connection refused by db3:22",
         f"           log: {host_log}",
         "Not started (1): hr-test-01",
@@ -164,6 +164,18 @@ def test_show_leads_with_failures_and_filters(inventory: Path, tmp_path: Path) -
     code, text = invoke("show", NIGHT, "nope-*", "-i", str(inventory))
     assert code == 2
     assert text == f"fanout: no host of run {NIGHT} matches nope-*\n"
+
+
+def test_show_names_an_old_runs_host_log(inventory: Path, tmp_path: Path) -> None:
+    """A run written by an earlier release (logs/<run>/<host>/host.log) is shown with that file."""
+    state = tmp_path / "inv-state"
+    record_night(state, inventory)
+    legacy = state / "logs" / NIGHT / "crm-prod-01" / "host.log"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text("2026-11-23T01:00:00Z connect attempt 1 failed: refused (giving up)\n")
+    code, failed = invoke("show", NIGHT, "-i", str(inventory), "--failed")
+    assert code == 0
+    assert f"           log: {legacy}" in failed.splitlines()
 
 
 def test_show_failed_of_a_clean_run_prints_nothing(inventory: Path, tmp_path: Path) -> None:

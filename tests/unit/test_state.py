@@ -6,10 +6,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from fanout.events import CancelReason, HostStatus, StepStatus, Stream
+from fanout.events import CancelReason, HostStatus, StepOutput, StepStatus, Stream
 from fanout.rman import Transcript
 from fanout.state import (
     FINISHED_PHASES,
@@ -109,6 +110,33 @@ def test_rman_progress_is_the_default_progress() -> None:
     run.output("db1", "full", "some chatter that is not progress", "")
     state = fold(run)
     assert state.rows["db1"].progress == "ORA_DISK_1: starting full datafile backup set"
+
+
+def test_progress_sent_with_the_output_is_used_without_a_second_parse() -> None:
+    """StepOutput.progress (the engine's parse) is taken as is, the line is not fed to the
+    reader; "" means none yet; None (no parse sent) falls back to the reader."""
+    run = Run([planned("db1")])
+    run.host_started("db1")
+    run.step_started("db1", "full")
+    run.output("db1", "full", "channel ORA_DISK_1: starting full datafile backup set")
+    line = run.events[-1]
+    assert isinstance(line, StepOutput)
+    sent = replace(line, progress="")
+    state = fold(run)
+    assert state.rows["db1"].progress == "ORA_DISK_1: starting full datafile backup set"
+    fed: list[str] = []
+
+    class Spy(LastLine):
+        def feed(self, line: str) -> None:
+            fed.append(line)
+            super().feed(line)
+
+    run.events[-1] = sent
+    state = fold(run, new_reader=Spy)
+    assert (state.rows["db1"].progress, fed) == (None, [])
+    run.events[-1] = replace(sent, progress="piece 3 of 7\x1b[2J")
+    state = fold(run, new_reader=Spy)
+    assert (state.rows["db1"].progress, fed) == ("piece 3 of 7\\x1b[2J", [])
 
 
 def test_last_line_reader_tracks_non_blank_lines_and_resets_per_step() -> None:
