@@ -21,7 +21,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests_asyncssh_floor(session: nox.Session) -> None:
-    """The SSH tests on the lowest asyncssh declared: transport, orphans, cancel, ProxyJump."""
+    """The SSH tests on the lowest asyncssh declared: transport, orphans, cancel, ProxyJump,
+    ciphers."""
     session.install("-e", ".[test]", f"asyncssh=={ASYNCSSH_FLOOR}")
     session.run(
         "pytest",
@@ -29,6 +30,7 @@ def tests_asyncssh_floor(session: nox.Session) -> None:
         "tests/system/test_orphans.py",
         "tests/system/test_cancel.py",
         "tests/system/test_proxyjump.py",
+        "tests/system/test_ciphers.py",
         "-k",
         "not 50_hosts",  # the fleet-scale cancel runs once, in `tests`: CI stays under 10 min
         *session.posargs,
