@@ -80,7 +80,9 @@ def group_is_ours(members: Sequence[tuple[int, int]], since_lost: float) -> bool
     ``members`` are (pid, etime seconds) of its live processes. The kernel does not reuse a pid
     while a group of that id exists, and our group existed when the connection was lost. So a
     member at least as old as the loss is ours; a group made only of younger processes was
-    created after ours vanished and is left alone. ``etime`` has 1 s resolution, hence the 1 s.
+    created after ours vanished and is left alone. ``etime`` has 1 s resolution (procps takes
+    whole seconds of uptime minus whole seconds of start time, so it reads up to 1 s short),
+    hence the 1 s; ``since_lost`` must be taken no later than ps samples.
     """
     return any(etime >= since_lost - 1.0 for _, etime in members)
 
@@ -260,10 +262,14 @@ class OrphanStopper:
 
     async def _stop_group(self, conn: asyncssh.SSHClientConnection, group: _Group) -> str | None:
         """TERM, then KILL the group if it is ours; its outcome, or None if it would not stop."""
+        # Measured before ps runs: taken after its round trip, the loss would look older than
+        # the etime ps reported, and a group of ours started just before the loss could be
+        # taken for a newer one and left running (seen under load: 200-host demo in CI).
+        since_lost = self._clock() - group.lost_at
         members = await group_members(conn, group.pgid, self.command_timeout)
         if not members:
             return "had already exited"
-        if not group_is_ours(members, self._clock() - group.lost_at):
+        if not group_is_ours(members, since_lost):
             return "had exited (its id now belongs to a newer process group, left alone)"
         for sig, limit in ((RemoteSignal.TERM, self.grace), (RemoteSignal.KILL, _KILL_WAIT)):
             kill = f"kill -s {sig.value} -- -{group.pgid} 2>/dev/null"

@@ -26,6 +26,7 @@ from fanout.events import Stream
 from fanout.model import Host
 from fanout.transport import ssh
 from fanout.transport.base import OutputLine, RemoteSignal
+from fanout.transport.connect import SshOptions
 from fanout.transport.ssh import SshProcess, SshTransport
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -832,6 +833,46 @@ def test_group_is_ours_only_if_it_predates_the_loss() -> None:
     assert ssh.group_is_ours([(100, 600), (130, 2)], since_lost=30.0)
     assert ssh.group_is_ours([(100, 0)], since_lost=0.4)
     assert not ssh.group_is_ours([(100, 5), (101, 4)], since_lost=30.0)
+
+
+async def test_a_slow_ps_does_not_make_our_group_look_newer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loss's age is taken before ps runs: a slow round trip cannot disown our group."""
+    from fanout.transport import orphans
+
+    now = [100.0]  # the step started at 99.8, the connection was found dead at 100.0
+    sent: list[str] = []
+
+    async def members(conn: object, pgid: int, within: float) -> list[tuple[int, int]]:
+        # ps samples at 100.9: our rman has run 1.1 s, which procps may print as 0 (whole
+        # seconds of uptime minus whole seconds of start); the answer takes 1.5 s to arrive
+        now[0] += 1.5
+        return [(4242, 0)] if not sent else []  # gone once TERM was sent
+
+    async def script(conn: object, text: str, within: float) -> tuple[int | None, str]:
+        sent.append(text)
+        return 0, ""
+
+    monkeypatch.setattr(orphans, "group_members", members)
+    monkeypatch.setattr(orphans, "run_script", script)
+    stopper = orphans.OrphanStopper(
+        SshOptions(
+            max_connecting=1, keepalive_interval=None, keepalive_count_max=None, close_timeout=1
+        ),
+        timeout=60,
+        grace=5,
+        command_timeout=5,
+        backoff=1,
+        backoff_max=5,
+        clock=lambda: now[0],
+    )
+    now[0] = 100.9
+    host = Host(name="db1", address="127.0.0.1", priority=1, oracle_sid="ORCL", oracle_home="/o")
+    group = orphans._Group(host, 4242, lost_at=100.0, deadline=160.0)
+    outcome = await stopper._stop_group(None, group)  # type: ignore[arg-type]
+    assert outcome == "was stopped after reconnecting (SIGTERM)"
+    assert sent == ["kill -s TERM -- -4242 2>/dev/null"]
 
 
 def test_line_splitter_cuts_on_character_boundaries() -> None:
