@@ -61,7 +61,7 @@ def render_plan(
     ``--start``), StoreError.
     """
     from fanout.paths import resolve_state_dir
-    from fanout.runner import plan_levels
+    from fanout.targets import plan_levels
 
     options = options or PlanOptions(show_scripts=show_scripts, state_dir=state_dir)
     inventory = load_inventory(path)

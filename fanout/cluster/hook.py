@@ -1,7 +1,7 @@
 """Cluster mode's ``RunHook``: one leader's share of a run, and copying a run into a store.
 
 ``ClusterHook`` names the run and supplies the fencing token and, on a takeover, the steps not
-finished with the ``--resume`` adoption (``runner.build_targets`` renders them like any run's:
+finished with the ``--resume`` adoption (``targets.build_targets`` renders them like any run's:
 level policy, ``when:``, ``requires``, expected durations); it puts the checkpoint writer in
 front of the run store and maps a lost leadership to ``ExitCode.FENCED``. ``load_records``
 copies a run's records from etcd into this node's run store (one history).
@@ -17,7 +17,7 @@ from fanout.cluster.leader import Leadership
 from fanout.errors import ExitCode, StoreError
 from fanout.events import CancelReason, Event, EventSink, RunMeta, RunStarted
 from fanout.model import AdoptPolicy
-from fanout.runner import Resume
+from fanout.targets import Resume
 
 if TYPE_CHECKING:
     from fanout.cluster.run import Node

@@ -30,8 +30,8 @@ from fanout.events import (
 )
 from fanout.inventory import load_inventory
 from fanout.model import AdoptPolicy, ClusterSettings, Host
-from fanout.runner import build_targets
 from fanout.steps import FENCED_EXIT, database_lock
+from fanout.targets import build_targets
 
 KEYS = Keys("/fanout", "nightly")
 

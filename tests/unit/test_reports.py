@@ -189,7 +189,7 @@ def test_quiet_resume_with_nothing_owed_says_nothing(
     inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--quiet --resume when every debt is settled prints nothing (cron mails nothing)."""
-    from fanout.runner import plan_resume
+    from fanout.targets import plan_resume
 
     state = tmp_path / "inv-state"
     inv = load_inventory(inventory)

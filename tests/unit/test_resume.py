@@ -9,8 +9,8 @@ import pytest
 from fanout.errors import FanoutError
 from fanout.events import HostStatus, RunMeta, StepStatus
 from fanout.inventory import load_inventory
-from fanout.runner import Resume, plan_resume
 from fanout.store import open_store
+from fanout.targets import Resume, plan_resume
 from tests.unit.events_builder import Run, feed, planned, with_meta
 
 INVENTORY = """\
