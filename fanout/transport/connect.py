@@ -247,15 +247,7 @@ def resolve(host: Host) -> Resolved:
     """
     config = config_files(host)
     try:
-        options = asyncssh.SSHClientConnectionOptions(
-            config=config,
-            host=host.address,
-            port=host.port if host.port is not None else (),
-            username=host.user if host.user is not None else (),
-            client_keys=None,
-            known_hosts=None,
-            agent_path=None,
-        )
+        options = _config_options(config, host.address, host.port, host.user)
     except (OSError, ValueError) as exc:
         raise TransportError(host.name, f"bad SSH settings for {host.name}: {exc}") from exc
     tunnel = options.tunnel
@@ -440,15 +432,7 @@ class SshOptions:
         configured = self._ciphers_cache.get(key)
         if configured is None:
             try:
-                options = asyncssh.SSHClientConnectionOptions(
-                    config=config,
-                    host=address,
-                    port=port if port is not None else (),
-                    username=user if user is not None else (),
-                    client_keys=None,
-                    known_hosts=None,
-                    agent_path=None,
-                )
+                options = _config_options(config, address, port, user)
             except (OSError, ValueError):
                 return False
             configured = self._ciphers_cache[key] = bool(options.config.get("Ciphers"))
@@ -500,20 +484,28 @@ def _file_state(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _config_options(
+    config: list[str], address: str, port: int | None, user: str | None
+) -> asyncssh.SSHClientConnectionOptions:
+    """What the ssh config makes of a destination, no keys or known_hosts read (may raise
+    OSError or ValueError for an unreadable or invalid config)."""
+    return asyncssh.SSHClientConnectionOptions(
+        config=config,
+        host=address,
+        port=port if port is not None else (),
+        username=user if user is not None else (),
+        client_keys=None,
+        known_hosts=None,
+        agent_path=None,
+    )
+
+
 def _describe(
     address: str, port: int | None, user: str | None, config: list[str], attempt: ConnectAttempt
 ) -> None:
     """Fill in the user, HostName and port ssh_config resolves to (error path only)."""
     try:
-        resolved = asyncssh.SSHClientConnectionOptions(
-            config=config,
-            host=address,
-            port=port if port is not None else (),
-            username=user if user is not None else (),
-            client_keys=None,
-            known_hosts=None,
-            agent_path=None,
-        )
+        resolved = _config_options(config, address, port, user)
         attempt.user, attempt.hostname, attempt.port = (
             resolved.username,
             resolved.host,
