@@ -299,9 +299,10 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
         status = self._chan.get_returncode()
         if status is not None:
             return exit_status(status)
-        # connection_lost ran before asyncssh told the connection's owner (lost_at): by now,
-        # a wake-up later, it has
-        if self._session.lost_at is None:
+        # The channel's own connection_lost (self._lost) may run before the connection's
+        # owner learns of the loss (session.lost_at): either one means the group may be
+        # orphaned, never a plain exit without status.
+        if self._session.lost_at is None and self._lost is None:
             return 255
         outcome = await self._orphan_outcome()
         raise ConnectionLost(
