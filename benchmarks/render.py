@@ -114,7 +114,7 @@ def step(state: RunState, clock: Clock, frame: int, history: bool = False) -> No
     for row in state.rows.values():
         if row.current_step is not None:
             line = PROGRESS[frame % 3].format(ch=1 + frame % 4, n=frame % 9)
-            state.apply(StepOutput(RUN_ID, row.name, row.current_step, Stream.STDOUT, line, 0.0))
+            state.apply(StepOutput(RUN_ID, row.name, row.current_step, Stream.STDOUT, (line,), 0.0))
 
 
 def measure(

@@ -582,7 +582,6 @@ class Engine:
         warnings: list[str],
     ) -> None:
         emit = self._sink.emit
-        stdout = Stream.STDOUT
         feed = transcript.feed
         wall = self._wall
         run_id = self.run_id
@@ -590,19 +589,22 @@ class Engine:
         try:
             async for batch in proc.batches():
                 at = wall()  # the lines of a batch arrived together
-                for out in batch:
-                    text = out.text
+                lines = batch.lines
+                for text in lines:
                     feed(text)
-                    if out.stream is stderr and (stripped := text.strip()):
-                        last_stderr[:] = [stripped]
-                    elif (
-                        out.stream is stdout
-                        and text.startswith(WARNING_PREFIX)
-                        and len(warnings) < 5  # bounded: remote text
-                    ):
-                        warnings.append("warning: " + text[len(WARNING_PREFIX) :].strip())
-                    progress = transcript.progress or ""  # travels with the line: no second parse
-                    emit(StepOutput(run_id, host, step, out.stream, text, at, progress))
+                if batch.stream is stderr:
+                    for text in reversed(lines):
+                        if stripped := text.strip():
+                            last_stderr[:] = [stripped]
+                            break
+                elif len(warnings) < 5:  # bounded: remote text
+                    warnings += [
+                        "warning: " + text[len(WARNING_PREFIX) :].strip()
+                        for text in lines
+                        if text.startswith(WARNING_PREFIX)
+                    ][: 5 - len(warnings)]
+                progress = transcript.progress or ""  # travels with the lines: no second parse
+                emit(StepOutput(run_id, host, step, batch.stream, lines, at, progress))
         except ConnectionLost:
             return  # wait() reports it, after making sure the remote group is stopped
 

@@ -122,17 +122,21 @@ class StepStarted:
 
 @dataclass(frozen=True, slots=True)
 class StepOutput:
-    """One line of remote output (newline stripped)."""
+    """Lines of remote output that arrived together, from one stream (newlines stripped).
+
+    One event per batch, not per line: the sinks' cost per event is paid once for the
+    lines of a read. The JSON stream still has one ``step_output`` object per line.
+    """
 
     run_id: str
     host: str
     step: str
     stream: Stream
-    line: str
+    lines: tuple[str, ...]  # at least one
     at: float
-    # The step's progress as the engine's rman.Transcript read it through this line, so
-    # that no sink parses the line again: "" when it read none yet; None when the
-    # emitter did not read the output (RunState then reads it itself).
+    # The step's progress as the engine's rman.Transcript read it through these lines, so
+    # that no sink parses them again: "" when it read none yet; None when the emitter did
+    # not read the output (RunState then reads it itself).
     progress: str | None = None
 
 

@@ -123,9 +123,9 @@ class LogSink:
                 if log is None or log.step != event.step:
                     return  # output without a start: nothing sensible to attach it to
                 if event.stream is Stream.STDERR:
-                    log.file.write(f"{STDERR_PREFIX}{event.line}\n")
+                    log.file.write("".join(f"{STDERR_PREFIX}{line}\n" for line in event.lines))
                 else:
-                    log.file.write(event.line + "\n")
+                    log.file.write("\n".join(event.lines) + "\n")
                 if event.at - log.flushed_at >= self.flush_interval:
                     log.file.flush()
                     log.flushed_at = event.at

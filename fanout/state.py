@@ -316,7 +316,8 @@ class RunState:
                 return  # output outside a running step
             progress = event.progress  # the engine's reading, when it sent one
             if progress is None:
-                reader.feed(event.line)
+                for line in event.lines:
+                    reader.feed(line)
                 progress = reader.progress
             if progress and progress is not self._raw_progress.get(event.host):
                 self._raw_progress[event.host] = progress  # unchanged: nothing to redo

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fanout.errors import ConnectionLost, TransportError
 from fanout.events import Stream
 from fanout.model import Host
-from fanout.transport.base import OutputLine, RemoteSignal
+from fanout.transport.base import OutputBatch, OutputLine, RemoteSignal
 
 SIGNUMS = {RemoteSignal.INT: 2, RemoteSignal.TERM: 15, RemoteSignal.KILL: 9}
 
@@ -98,11 +98,11 @@ class FakeProcess:
             yield OutputLine(Stream.STDERR, text)
         await asyncio.shield(self._exit)
 
-    async def batches(self) -> AsyncIterator[list[OutputLine]]:
+    async def batches(self) -> AsyncIterator[OutputBatch]:
         if self.b.lines:
-            yield [OutputLine(Stream.STDOUT, text) for text in self.b.lines]
+            yield OutputBatch(Stream.STDOUT, tuple(self.b.lines))
         if self.b.stderr:
-            yield [OutputLine(Stream.STDERR, text) for text in self.b.stderr]
+            yield OutputBatch(Stream.STDERR, tuple(self.b.stderr))
         await asyncio.shield(self._exit)
 
     async def signal(self, sig: RemoteSignal) -> None:

@@ -10,8 +10,9 @@ Remote process contract (what every implementation must guarantee):
   is known, so that ``signal`` can always reach the whole group.
 * ``RemoteProcess.lines`` yields output line by line as it arrives (never the
   whole output in memory) and ends when both streams reach EOF; ``batches``
-  yields the same lines as non-empty lists, as they were read together (the
-  engine's path: no per-line hand-over). A process is read through one of them.
+  yields the same lines grouped as they were read together, one stream per
+  batch, never empty (the engine's path: nothing is handed over per line). A
+  process is read through one of them.
 * ``RemoteProcess.signal`` delivers a signal to the whole remote process group.
 * ``RemoteProcess.wait`` returns the exit status (``128 + n`` when killed by
   signal ``n``). If the connection dies first, it raises ``ConnectionLost`` —
@@ -46,6 +47,14 @@ class OutputLine:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputBatch:
+    """Lines of one stream that were read together (at least one)."""
+
+    stream: Stream
+    lines: tuple[str, ...]  # without their trailing newlines
+
+
+@dataclass(frozen=True, slots=True)
 class Orphan:
     """A remote process group fanout started and could not confirm stopped."""
 
@@ -66,7 +75,7 @@ class RemoteProcess(Protocol):
 
     def lines(self) -> AsyncIterator[OutputLine]: ...
 
-    def batches(self) -> AsyncIterator[list[OutputLine]]: ...
+    def batches(self) -> AsyncIterator[OutputBatch]: ...
 
     async def signal(self, sig: RemoteSignal) -> None:
         """Send ``sig`` to the whole remote process group. Never raises for a gone process."""

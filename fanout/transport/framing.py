@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Callable
 from typing import Final
 
-from fanout.transport.base import OutputLine
+from fanout.transport.base import OutputBatch, OutputLine
 
 __all__ = [
     "CHUNK",
@@ -36,7 +36,6 @@ __all__ = [
     "WINDOW",
     "LineSplitter",
     "Output",
-    "decode",
     "exit_status",
     "sh_command",
     "wrap_command",
@@ -48,7 +47,7 @@ WINDOW: Final = CHUNK  # SSH receive window per channel: never more than one rea
 MAX_LINE: Final = 64 * 1024  # longer lines are split into pieces of at most this many bytes
 QUEUE_LINES: Final = 128  # lines buffered between the channel and lines() (backpressure)
 PREAMBLE_MAX: Final = 64 * 1024  # stdout a login shell may print before the pgid line
-MARKER_RE: Final = re.compile(rb"fanout-pgid=([0-9]+)")
+MARKER_RE: Final = re.compile(r"fanout-pgid=([0-9]+)")
 
 
 def wrap_command(command: str) -> str:
@@ -66,24 +65,37 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
 class LineSplitter:
-    """Bytes in, complete lines out; memory stays below ``max_line`` plus one chunk.
+    """Bytes in, complete lines out (decoded); memory stays below ``max_line`` plus one chunk.
 
-    A line longer than ``max_line`` bytes is emitted in pieces, cut on a UTF-8 character boundary.
+    A line longer than ``max_line`` bytes is emitted in pieces, cut on a UTF-8 character
+    boundary. Bytes that are not UTF-8 become U+FFFD. A trailing CR is dropped (CRLF).
     """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self._max = max_line
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[str]:
         buf, limit = self._buf, self._max
         buf += data
-        out: list[bytes] = []
+        last = buf.rfind(b"\n")
+        if last == -1:
+            return self._cut() if len(buf) > limit else []
+        if last > limit or len(buf) - last - 1 > limit:
+            return self._cut()  # a line may be overlong: cut line by line
+        # Every complete line fits: decode them in one go. A newline byte never occurs
+        # inside a UTF-8 sequence, so this gives what decoding line by line gives.
+        text = buf[:last].decode("utf-8", "replace")
+        del buf[: last + 1]
+        lines = text.split("\n")
+        if "\r" in text:
+            lines = [line[:-1] if line[-1:] == "\r" else line for line in lines]
+        return lines
+
+    def _cut(self) -> list[str]:
+        buf, limit = self._buf, self._max
+        out: list[str] = []
         start = 0
         while True:
             nl = buf.find(b"\n", start)
@@ -92,21 +104,22 @@ class LineSplitter:
                 cut = start + limit
                 while cut > start + limit - 3 and buf[cut] & 0xC0 == 0x80:
                     cut -= 1  # do not split a multi-byte character
-                out.append(bytes(buf[start:cut]))
+                out.append(buf[start:cut].decode("utf-8", "replace"))
                 start = cut
             elif nl != -1:
-                out.append(bytes(buf[start : nl - 1 if nl > start and buf[nl - 1] == 13 else nl]))
+                stop = nl - 1 if nl > start and buf[nl - 1] == 13 else nl
+                out.append(buf[start:stop].decode("utf-8", "replace"))
                 start = nl + 1
             else:
                 break
         del buf[:start]
         return out
 
-    def flush(self) -> bytes | None:
+    def flush(self) -> str | None:
         """The unterminated last line at EOF, if any."""
         if not self._buf:
             return None
-        rest = bytes(self._buf)
+        rest = self._buf.decode("utf-8", "replace")
         self._buf.clear()
         return rest
 
@@ -119,6 +132,7 @@ class Output:
     ``take`` hands a batch to a consumer and calls ``on_space`` once the queue drops below
     ``QUEUE_LINES`` (resume the channel). The queue holds one batch per chunk received (the
     lines it completed), not one item per line, so a line costs no queue operation of its own.
+    ``pending`` holds the rest of a batch ``lines()`` has begun to hand out line by line.
     """
 
     __slots__ = (
@@ -135,7 +149,7 @@ class Output:
     )
 
     def __init__(self, on_space: Callable[[], None]) -> None:
-        self.batches: collections.deque[list[OutputLine]] = collections.deque()
+        self.batches: collections.deque[OutputBatch] = collections.deque()
         self.queued = 0  # lines waiting in ``batches``
         self.pending: collections.deque[OutputLine] = collections.deque()  # taken by lines()
         self.ended = False  # no batch will follow (EOF, channel closed, connection lost)
@@ -150,10 +164,10 @@ class Output:
     def full(self) -> bool:
         return self.queued >= QUEUE_LINES
 
-    def put(self, batch: list[OutputLine]) -> bool:
+    def put(self, batch: OutputBatch) -> bool:
         """Queue one batch (never waits); True if the queue is now full."""
         self.batches.append(batch)
-        self.queued += len(batch)
+        self.queued += len(batch.lines)
         self.readable.set()
         if self.queued >= QUEUE_LINES:
             self.changed.set()  # wait() discards if nobody reads
@@ -165,7 +179,7 @@ class Output:
         self.ended = True
         self.readable.set()
 
-    def take(self) -> list[OutputLine] | None:
+    def take(self) -> OutputBatch | None:
         """The oldest batch, or None if none is queued (then ``ended`` says whether to wait)."""
         if not self.batches:
             if self.ended and not self.done:
@@ -174,7 +188,7 @@ class Output:
             return None
         batch = self.batches.popleft()
         was_full = self.queued >= QUEUE_LINES
-        self.queued -= len(batch)
+        self.queued -= len(batch.lines)
         if was_full and self.queued < QUEUE_LINES:
             self.on_space()
         return batch

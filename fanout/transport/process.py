@@ -23,13 +23,12 @@ import asyncssh
 
 from fanout.errors import ConnectionLost
 from fanout.events import Stream
-from fanout.transport.base import OutputLine, RemoteSignal
+from fanout.transport.base import OutputBatch, OutputLine, RemoteSignal
 from fanout.transport.framing import (
     MARKER_RE,
     PREAMBLE_MAX,
     LineSplitter,
     Output,
-    decode,
     exit_status,
 )
 
@@ -61,8 +60,8 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
         self._paused = False
         self._stdout = LineSplitter()
         self._stderr = LineSplitter()
-        self._before: list[bytes] = []  # stdout lines before the pgid line
-        self._seen = 0  # their bytes
+        self._before: list[str] = []  # stdout lines before the pgid line
+        self._seen = 0  # their characters
         self._starting = asyncio.get_running_loop().create_future()  # the pgid line or the end
         self._lost: Exception | None = None  # why the connection ended under the channel
         self._first_stderr: str | None = None
@@ -89,25 +88,25 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if datatype is not None:  # extended data: stderr
-            if raws := self._stderr.feed(data):
-                self._put(_STDERR, raws)
+            if lines := self._stderr.feed(data):
+                self._put(_STDERR, lines)
         elif self._pgid is not None:
-            if raws := self._stdout.feed(data):
-                self._put(_STDOUT, raws)
+            if lines := self._stdout.feed(data):
+                self._put(_STDOUT, lines)
         elif not self._starting.done():
             self._preamble(data)
         # else: start() has given up on this channel (it is being closed)
 
     def _preamble(self, data: bytes) -> None:
         """stdout before the ``fanout-pgid=<n>`` line; the lines around it become output."""
-        after: list[bytes] = []
-        for raw in self._stdout.feed(data):
-            match = MARKER_RE.fullmatch(raw) if self._pgid is None else None
+        after: list[str] = []
+        for line in self._stdout.feed(data):
+            match = MARKER_RE.fullmatch(line) if self._pgid is None else None
             if match:
                 self._pgid = int(match[1])
             else:
-                (self._before if self._pgid is None else after).append(raw)
-                self._seen += len(raw)
+                (self._before if self._pgid is None else after).append(line)
+                self._seen += len(line)
         if self._pgid is not None:
             if lines := self._before + after:
                 self._put(_STDOUT, lines)
@@ -115,11 +114,10 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
         elif self._seen > PREAMBLE_MAX:
             self._starting.set_result(None)
 
-    def _put(self, stream: Stream, raws: list[bytes]) -> None:
-        batch = [OutputLine(stream, raw.decode("utf-8", "replace")) for raw in raws]
+    def _put(self, stream: Stream, lines: list[str]) -> None:
         if stream is _STDERR and self._first_stderr is None:
-            self._first_stderr = batch[0].text
-        if self._out.put(batch) and not self._paused:
+            self._first_stderr = lines[0]
+        if self._out.put(OutputBatch(stream, tuple(lines))) and not self._paused:
             self._paused = True  # until a consumer takes a batch (or wait() discards)
             self._chan.pause_reading()
 
@@ -188,7 +186,7 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
                     await out.changed.wait()
         status = self._chan.get_returncode()
         before = self._before
-        said = self._first_stderr or (decode(before[0]) if before else None)
+        said = self._first_stderr or (before[0] if before else None)
         what = f"exited with status {exit_status(status)}" if status is not None else "ended"
         return (
             f"the remote shell on {self._session.label} {what} before reporting its process group"
@@ -197,8 +195,8 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
 
     # ----------------------------------------------------------------- output
 
-    async def batches(self) -> AsyncIterator[list[OutputLine]]:
-        """Like ``lines()``, a non-empty list of lines at a time (those read together).
+    async def batches(self) -> AsyncIterator[OutputBatch]:
+        """Like ``lines()``, the lines of one stream read together at a time.
 
         Cancelling the consumer loses no batch that was not yet yielded.
         """
@@ -207,10 +205,10 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
         out.changed.set()
         try:
             while True:
-                if out.pending:
-                    batch = list(out.pending)
+                if out.pending:  # the rest of a batch lines() began (one stream)
+                    rest = OutputBatch(out.pending[0].stream, tuple(x.text for x in out.pending))
                     out.pending.clear()
-                    yield batch
+                    yield rest
                 elif (item := out.take()) is not None:
                     yield item
                 elif out.ended:
@@ -237,7 +235,7 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
                 if out.pending:
                     yield out.pending.popleft()
                 elif (item := out.take()) is not None:
-                    out.pending.extend(item)
+                    out.pending.extend(OutputLine(item.stream, text) for text in item.lines)
                 elif out.ended:
                     break
                 else:

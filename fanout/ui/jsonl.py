@@ -3,7 +3,9 @@
 Each object is ``{"event": "<snake_case event name>", <the event's fields in order>}``:
 field names are the event dataclass's, enums are their values, ``at`` is ISO-8601
 UTC with milliseconds, durations are seconds rounded to milliseconds. StepOutput
-lines are left out unless ``include_output``. Every line is flushed at once; write
+lines are left out unless ``include_output``; then each line is one ``step_output`` object
+(``line``, not the event's batch of ``lines``, and not the ``progress`` fanout's own sinks
+use). Every line is flushed at once; write
 errors (a closed pipe) propagate to the caller.
 """
 
@@ -52,20 +54,35 @@ def _encode(name: str, value: object) -> JsonValue:
             raise TypeError(f"cannot encode {name}={value!r} as JSON")
 
 
-# Fields for fanout's own sinks, not part of the documented JSON stream.
-NOT_IN_JSON: frozenset[tuple[type, str]] = frozenset(
-    {(StepOutput, "progress")}  # the engine's parse handed to RunState
-)
-
-
 def event_to_json(event: Event) -> dict[str, JsonValue]:
-    """The JSON object for ``event``, as documented in docs/json-events.md."""
+    """The JSON object for ``event``, as documented in docs/json-events.md.
+
+    A ``StepOutput`` (several lines) gives the object of its first line; ``output_to_json``
+    gives all of them.
+    """
+    if isinstance(event, StepOutput):
+        return output_to_json(event)[0]
     record: dict[str, JsonValue] = {"event": event_name(event)}
     for field in dataclasses.fields(event):
-        if (type(event), field.name) in NOT_IN_JSON:
-            continue
         record[field.name] = _encode(field.name, getattr(event, field.name))
     return record
+
+
+def output_to_json(event: StepOutput) -> list[dict[str, JsonValue]]:
+    """One ``step_output`` object per line of ``event``, in order."""
+    at = _encode("at", event.at)
+    return [
+        {
+            "event": "step_output",
+            "run_id": event.run_id,
+            "host": event.host,
+            "step": event.step,
+            "stream": str(event.stream.value),
+            "line": line,
+            "at": at,
+        }
+        for line in event.lines
+    ]
 
 
 class JsonSink:
@@ -76,8 +93,17 @@ class JsonSink:
         self._include_output = include_output
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, StepOutput) and not self._include_output:
+        if isinstance(event, StepOutput):
+            if self._include_output:
+                self._write(*output_to_json(event))
             return
-        line = json.dumps(event_to_json(event), ensure_ascii=False, separators=(",", ":"))
-        self._stream.write(line + "\n")
+        self._write(event_to_json(event))
+
+    def _write(self, *records: dict[str, JsonValue]) -> None:
+        self._stream.write(
+            "".join(
+                json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+                for record in records
+            )
+        )
         self._stream.flush()

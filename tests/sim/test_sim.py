@@ -156,7 +156,7 @@ async def test_hang_hits_the_step_timeout(tmp_path: Path) -> None:
         assert not (fleet.directory / "HUNG" / "locks" / "fanout-HUNG.lock").exists()
     step = finished(sink)["hung", "full"]
     assert (code, step.status, step.cause) == (1, StepStatus.FAILED, "timeout after 0.5s")
-    output = [e.line for e in sink.events if isinstance(e, StepOutput)]
+    output = [line for e in sink.events if isinstance(e, StepOutput) for line in e.lines]
     assert "RMAN-03099: job cancelled at user request" in output
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -879,7 +880,31 @@ def test_line_splitter_cuts_on_character_boundaries() -> None:
     """Overlong lines are cut at max_line without splitting a UTF-8 character; CRLF is stripped."""
     splitter = ssh.LineSplitter(max_line=4)
     assert splitter.feed("aaé".encode()) == []
-    assert splitter.feed("é\r\nbc".encode()) == ["aaé".encode(), "é".encode()]
+    assert splitter.feed("é\r\nbc".encode()) == ["aaé", "é"]
     assert splitter.feed(b"") == []
-    assert splitter.flush() == b"bc"
+    assert splitter.flush() == "bc"
     assert splitter.flush() is None
+
+
+def test_line_splitter_decodes_a_read_at_once_as_it_would_line_by_line() -> None:
+    """The fast path (a read's complete lines decoded together) gives exactly the lines, and
+    the U+FFFD replacements, of splitting the bytes first and decoding each line; invalid
+    and cut UTF-8, CRLF, lone CR, empty lines and chunk edges anywhere included."""
+    rng = random.Random(17)
+    alphabet = [b"a", b"\n", b"\r", b"\r\n", "é".encode(), "€".encode(), b"\xe2\x82", b"\xff", b" "]
+    for _ in range(300):
+        data = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
+        expected = [
+            (line[:-1] if line.endswith(b"\r") else line).decode("utf-8", "replace")
+            for line in data.split(b"\n")[:-1]
+        ]
+        splitter = ssh.LineSplitter(max_line=1000)
+        got: list[str] = []
+        at = 0
+        while at < len(data):
+            step = rng.randrange(1, 12)
+            got += splitter.feed(data[at : at + step])
+            at += step
+        assert got == expected, data
+        tail = data.rsplit(b"\n", 1)[-1] if b"\n" in data else data
+        assert splitter.flush() == (tail.decode("utf-8", "replace") if tail else None)

@@ -130,7 +130,7 @@ class Run:
         self, host: str, step: str, *lines: str, stream: Stream = Stream.STDOUT, after: float = 0.0
     ) -> None:
         for line in lines:
-            self._add(StepOutput(self.run_id, host, step, stream, line, self.advance(after)))
+            self._add(StepOutput(self.run_id, host, step, stream, (line,), self.advance(after)))
 
     def step_finished(
         self,

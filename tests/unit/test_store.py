@@ -104,7 +104,7 @@ def _night(run: str = "r1", exit_code: int = 1) -> list[Event]:
         HostStarted(run, "db01", T0 + 1),
         HostConnected(run, "db01", 1, T0 + 2),
         StepStarted(run, "db01", "full", 1, "rman target /", T0 + 2),
-        StepOutput(run, "db01", "full", Stream.STDOUT, "Starting backup at 20-AUG-25", T0 + 3),
+        StepOutput(run, "db01", "full", Stream.STDOUT, ("Starting backup at 20-AUG-25",), T0 + 3),
         _step(run, "db01", "full", StepStatus.OK, T0 + 600),
         StepStarted(run, "db01", "archivelog", 1, "rman target /", T0 + 600),
         _step(run, "db01", "archivelog", StepStatus.OK, T0 + 725),
@@ -231,7 +231,7 @@ def test_output_and_stateless_events_write_nothing(store: Store) -> None:
     store.emit(_plan())
     version = reader.execute("PRAGMA data_version").fetchone()
     for i in range(1000):
-        store.emit(StepOutput("r1", "db01", "full", Stream.STDERR, f"line {i}", T0))
+        store.emit(StepOutput("r1", "db01", "full", Stream.STDERR, (f"line {i}",), T0))
     store.emit(HostConnected("r1", "db01", 1, T0))
     store.emit(ConnectFailed("r1", "db01", 1, "refused", True, T0))
     store.emit(CancelRequested("r1", CancelReason.OPERATOR, False, T0))
