@@ -215,7 +215,7 @@ async def _run(
         targets = build_targets(
             inventory, hosts, run_id, levels, owed, stop_running, expected=expected, token=fencing
         )
-        flusher = asyncio.create_task(_flush_logs(logs), name="flush-logs")
+        flusher = asyncio.create_task(_flush_every_second(logs, store), name="flush")
         view = None
         if console is not None:
             from fanout.ui.live import LiveView
@@ -290,11 +290,13 @@ async def _run(
     return exit_code
 
 
-async def _flush_logs(logs: LogSink) -> None:
-    """Flush the hosts' logs every ``flush_interval`` (1 s), so kill -9 loses at most that much."""
+async def _flush_every_second(logs: LogSink, store: Store) -> None:
+    """Flush the hosts' logs and the store's staged host marks every ``flush_interval`` (1 s),
+    so kill -9 loses at most that much of either."""
     while True:
         await asyncio.sleep(logs.flush_interval)
         logs.flush()
+        store.flush()
 
 
 def _print_summary(

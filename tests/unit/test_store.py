@@ -236,9 +236,61 @@ def test_output_and_stateless_events_write_nothing(store: Store) -> None:
     store.emit(ConnectFailed("r1", "db01", 1, "refused", True, T0))
     store.emit(CancelRequested("r1", CancelReason.OPERATOR, False, T0))
     assert reader.execute("PRAGMA data_version").fetchone() == version
-    store.emit(HostStarted("r1", "db01", T0))
+    store.emit(StepStarted("r1", "db01", "full", 1, "rman", T0))
     assert reader.execute("PRAGMA data_version").fetchone() != version
     reader.close()
+
+
+def test_host_marks_are_committed_with_the_next_change(store: Store) -> None:
+    """HostStarted/HostFinished wait for the next commit (one transaction with it), or for
+    flush(); a step change never waits."""
+    reader = sqlite3.connect(store.path)
+    store.emit(_plan())
+
+    def seen() -> list[tuple[str, str, str | None]]:
+        rows = reader.execute("SELECT name, status, started_at FROM hosts ORDER BY name")
+        steps = reader.execute("SELECT host, status FROM steps WHERE status != 'pending'")
+        return [*rows.fetchall(), *steps.fetchall()]
+
+    before = seen()
+    store.emit(HostStarted("r1", "db01", T0 + 1))
+    store.emit(HostStarted("r1", "db02", T0 + 1))
+    assert seen() == before  # staged
+    store.emit(StepStarted("r1", "db01", "full", 1, "rman", T0 + 2))
+    assert seen() == [
+        ("db01", "running", T0 + 1),
+        ("db02", "running", T0 + 1),
+        ("db03", "pending", None),
+        ("db01", "running"),
+    ]
+    store.emit(HostFinished("r1", "db02", HostStatus.FAILED, "refused", 1.0, None, T0 + 3))
+    assert seen()[1] == ("db02", "running", T0 + 1)
+    store.flush()
+    assert seen()[1] == ("db02", "failed", T0 + 1)
+    store.flush()  # nothing staged: no transaction
+    reader.close()
+
+
+def test_staged_host_marks_are_committed_on_leaving(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.emit(_plan())
+        store.emit(HostStarted("r1", "db01", T0 + 1))
+    reader = sqlite3.connect(tmp_path / "fanout.db")
+    assert reader.execute("SELECT status FROM hosts WHERE name = 'db01'").fetchone() == ("running",)
+    reader.close()
+
+
+def test_a_staged_mark_that_fails_is_reported_as_its_own(tmp_path: Path) -> None:
+    """flush() of a mark the database rejects: write_error names the staged event."""
+    reported: list[StoreError] = []
+    with open_store(tmp_path, on_write_error=reported.append) as store:
+        store.emit(_plan())
+        refuse = "CREATE TRIGGER no BEFORE UPDATE ON hosts BEGIN SELECT RAISE(ABORT, 'no'); END"
+        store._db.execute(refuse)
+        store.emit(HostStarted("r1", "db01", T0 + 1))
+        store.flush()
+        assert "r1: HostStarted not recorded" in str(store.write_error)
+        assert reported == [store.write_error]
 
 
 @pytest.mark.parametrize(
