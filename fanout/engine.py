@@ -345,106 +345,105 @@ class Engine:
             session: Session | None = None
             stop = False
             host_when = target.when
-            for step in target.steps:
-                if stop or token.fired:
-                    break
-                unmet = _unmet(step, reported, target.succeeded_before)
-                if unmet is not None:
-                    skipped = StepResult(StepStatus.SKIPPED, None, unmet)
-                    self._finish_step(host.name, step.name, 0, skipped, 0.0, detail=step.detail)
-                    reported[step.name] = StepStatus.SKIPPED
-                    continue
-                skip: StepResult | None = None
-                for by_host, condition in ((True, host_when), (False, step.when)):
-                    if condition is None:
-                        continue
-                    if session is None:
-                        try:
-                            session = await self._connect(host, stack, token)
-                        except _Interrupted:
-                            return None
-                        except TransportError as exc:
-                            return exc.reason
-                    started = self._clock()
-                    skip = await self._check(group, session, host, step, condition, token)
-                    if skip is not None and skip.connection_lost:
-                        session = None
-                    if by_host:
-                        host_when = None  # the host's condition runs once, before its first step
-                    if skip is not None:
-                        attempt = 0 if skip.status is StepStatus.SKIPPED else 1
-                        duration = self._clock() - started
-                        self._finish_step(
-                            host.name, step.name, attempt, skip, duration, detail=step.detail
-                        )
-                        reported[step.name] = skip.status
+            try:
+                for step in target.steps:
+                    if stop or token.fired:
                         break
-                if skip is not None:
-                    if skip.status is StepStatus.CANCELLED:
-                        stop = True
-                    elif by_host:  # the host's condition: false or broken, none of its steps run
-                        for later in target.steps:
-                            if later.name not in reported and skip.cause == CONDITION_FALSE:
-                                self._finish_step(
-                                    host.name, later.name, 0, skip, 0.0, detail=later.detail
-                                )
-                                reported[later.name] = StepStatus.SKIPPED
-                        stop = True
-                    continue
-                for attempt in range(1, step.retries + 2):
-                    if session is None:
-                        try:
+                    unmet = _unmet(step, reported, target.succeeded_before)
+                    if unmet is not None:
+                        skipped = StepResult(StepStatus.SKIPPED, None, unmet)
+                        self._finish_step(host.name, step.name, 0, skipped, 0.0, detail=step.detail)
+                        reported[step.name] = StepStatus.SKIPPED
+                        continue
+                    skip: StepResult | None = None
+                    for by_host, condition in ((True, host_when), (False, step.when)):
+                        if condition is None:
+                            continue
+                        if session is None:
                             session = await self._connect(host, stack, token)
-                        except _Interrupted:
-                            return None
-                        except TransportError as exc:
-                            return exc.reason
-                    started = self._clock()
-                    self._sink.emit(
-                        StepStarted(
-                            self.run_id,
+                        started = self._clock()
+                        skip = await self._check(group, session, host, step, condition, token)
+                        if skip is not None and skip.connection_lost:
+                            session = None
+                        if by_host:
+                            host_when = (
+                                None  # the host's condition runs once, before its first step
+                            )
+                        if skip is not None:
+                            attempt = 0 if skip.status is StepStatus.SKIPPED else 1
+                            duration = self._clock() - started
+                            self._finish_step(
+                                host.name, step.name, attempt, skip, duration, detail=step.detail
+                            )
+                            reported[step.name] = skip.status
+                            break
+                    if skip is not None:
+                        if skip.status is StepStatus.CANCELLED:
+                            stop = True
+                        elif (
+                            by_host
+                        ):  # the host's condition: false or broken, none of its steps run
+                            for later in target.steps:
+                                if later.name not in reported and skip.cause == CONDITION_FALSE:
+                                    self._finish_step(
+                                        host.name, later.name, 0, skip, 0.0, detail=later.detail
+                                    )
+                                    reported[later.name] = StepStatus.SKIPPED
+                            stop = True
+                        continue
+                    for attempt in range(1, step.retries + 2):
+                        if session is None:
+                            session = await self._connect(host, stack, token)
+                        started = self._clock()
+                        self._sink.emit(
+                            StepStarted(
+                                self.run_id,
+                                host.name,
+                                step.name,
+                                attempt,
+                                step.command,
+                                self._wall(),
+                                step.detail,
+                            )
+                        )
+                        windowed = self._in_window(target, step)
+                        result = await self._run_step(group, session, host, windowed, token)
+                        if result.connection_lost:
+                            session = None  # reconnect for what follows
+                        will_retry = (
+                            result.status is StepStatus.FAILED
+                            and attempt <= step.retries
+                            and not token.fired
+                        )
+                        detail = "; ".join(
+                            part for part in (step.detail, *result.warnings) if part is not None
+                        )
+                        self._finish_step(
                             host.name,
                             step.name,
                             attempt,
-                            step.command,
-                            self._wall(),
-                            step.detail,
+                            result,
+                            self._clock() - started,
+                            will_retry,
+                            detail=detail or None,
                         )
-                    )
-                    windowed = self._in_window(target, step)
-                    result = await self._run_step(group, session, host, windowed, token)
-                    if result.connection_lost:
-                        session = None  # reconnect for what follows
-                    will_retry = (
-                        result.status is StepStatus.FAILED
-                        and attempt <= step.retries
-                        and not token.fired
-                    )
-                    detail = "; ".join(
-                        part for part in (step.detail, *result.warnings) if part is not None
-                    )
-                    self._finish_step(
-                        host.name,
-                        step.name,
-                        attempt,
-                        result,
-                        self._clock() - started,
-                        will_retry,
-                        detail=detail or None,
-                    )
-                    if not will_retry:
-                        reported[step.name] = result.status
-                        break
-                    try:
-                        await self._sleep(self._retry_delay, token)
-                    except _Interrupted:
-                        reported[step.name] = result.status
-                        break
-                status = reported.get(step.name)
-                if status is StepStatus.FAILED and step.on_failure is OnFailure.STOP:
-                    stop = True
-                if status is StepStatus.CANCELLED:
-                    stop = True
+                        if not will_retry:
+                            reported[step.name] = result.status
+                            break
+                        try:
+                            await self._sleep(self._retry_delay, token)
+                        except _Interrupted:
+                            reported[step.name] = result.status
+                            break
+                    status = reported.get(step.name)
+                    if status is StepStatus.FAILED and step.on_failure is OnFailure.STOP:
+                        stop = True
+                    if status is StepStatus.CANCELLED:
+                        stop = True
+            except _Interrupted:  # the token fired while connecting: nothing runs remotely
+                return None
+            except TransportError as exc:  # could not (re)connect
+                return exc.reason
         return None
 
     async def _check(
