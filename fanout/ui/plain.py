@@ -45,6 +45,19 @@ from fanout.events import (
 from fanout.paths import host_log_name
 from fanout.state import format_elapsed, format_instant
 
+# Events whose line is never a final failure (see _describe): quiet mode skips them at once.
+_NEVER_A_FAILURE: frozenset[type] = frozenset(
+    {
+        RunStarted,
+        HostStarted,
+        ConnectFailed,
+        HostConnected,
+        StepStarted,
+        CancelRequested,
+        RunFinished,
+    }
+)
+
 
 def _status_word(status: str) -> str:
     """Failures shout; everything else stays lower case."""
@@ -66,6 +79,8 @@ class PlainSink:
         """Write the line for ``event``, if it has one. Raises what ``stream`` raises."""
         if type(event) is StepOutput:
             return  # no line; the bulk of the stream, so tested first
+        if self._quiet and type(event) in _NEVER_A_FAILURE:
+            return  # quiet mode writes failures only: not worth describing
         line, failure = self._describe(event)
         if line is not None and (failure or not self._quiet):
             self._write(event.at, line)

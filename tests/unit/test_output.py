@@ -24,6 +24,7 @@ from fanout.events import (
     Stream,
 )
 from fanout.state import RunState
+from fanout.ui import plain
 from fanout.ui.jsonl import JsonSink, event_name
 from fanout.ui.plain import PlainSink
 from fanout.ui.summary import (
@@ -130,6 +131,17 @@ def test_plain_quiet_prints_only_final_failures() -> None:
         "2026-11-23T17:20:03Z crm-prod finished FAILED in 5m28s: Connection refused",
         f"2026-11-23T17:20:37Z erp-prod archivelog FAILED 12s: {ORA}",
     ]  # erp-prod's own end adds nothing to its failed step's line
+
+
+def test_plain_quiet_skips_only_events_that_are_never_a_failure() -> None:
+    """The event types quiet mode skips undescribed never describe a final failure."""
+    sink = PlainSink(io.StringIO())
+    seen = set()
+    for event in [*mixed_run().events, *ok_run().events]:
+        if type(event) in plain._NEVER_A_FAILURE:
+            seen.add(type(event))
+            assert sink._describe(event)[1] is False, event
+    assert {events.RunStarted, events.HostStarted, events.StepStarted, events.RunFinished} <= seen
 
 
 def test_plain_quiet_successful_run_is_silent() -> None:
