@@ -365,10 +365,8 @@ class Engine:
                         skip = await self._check(group, session, host, step, condition, token)
                         if skip is not None and skip.connection_lost:
                             session = None
-                        if by_host:
-                            host_when = (
-                                None  # the host's condition runs once, before its first step
-                            )
+                        if by_host:  # the host's condition runs once, before its first step
+                            host_when = None
                         if skip is not None:
                             attempt = 0 if skip.status is StepStatus.SKIPPED else 1
                             duration = self._clock() - started
