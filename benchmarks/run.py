@@ -18,6 +18,9 @@ the remote login is the ``fanout-test`` user with /bin/sh), then measures, in on
 * live table render cost at 500 hosts, and at 2,000 with expected durations
   (``benchmarks/render.py``);
 * ``fanout --help`` wall time (median of 7);
+* with ``--compare DIR``: a checkout of an earlier fanout (``git worktree add DIR REV``) run
+  the same way, in the same rotation, so a change is judged against the code before it
+  and not against another day's machine;
 * with ``--scale 2000``: the 2,000-host ``fanout demo`` run (``benchmarks/scale.py``: wall,
   the process's own CPU, peak RSS and fds, store size) and the live table at that size.
 
@@ -196,18 +199,16 @@ class Throughput:
     fanout: list[Sample] = field(default_factory=list)
     baseline: list[Sample] = field(default_factory=list)
     wrapped: list[Sample] = field(default_factory=list)
+    earlier: list[Sample] = field(default_factory=list)  # --compare DIR
 
 
-def run_throughput(bench: Bench, count: int, runs: int) -> Throughput:
+def run_throughput(bench: Bench, count: int, runs: int, compare: Path | None = None) -> Throughput:
     result = Throughput(count)
     inventory = bench.inventory(f"n{count}", count)
     state = inventory.parent / "state"
+    run_argv = ["-m", "fanout", "run", str(inventory), "--batch", "--quiet"]
     kinds: list[tuple[str, list[Sample], list[str]]] = [
-        (
-            "fanout",
-            result.fanout,
-            [PYTHON, "-m", "fanout", "run", str(inventory), "--batch", "--quiet"],
-        ),
+        ("fanout", result.fanout, [PYTHON, *run_argv]),
         (
             "baseline",
             result.baseline,
@@ -219,6 +220,10 @@ def run_throughput(bench: Bench, count: int, runs: int) -> Throughput:
             [PYTHON, str(ROOT / "benchmarks" / "baseline.py"), str(inventory), "--wrapped"],
         ),
     ]
+    if compare is not None:  # its fanout package first on the path: this venv, that code
+        kinds.append(
+            ("earlier", result.earlier, ["env", f"PYTHONPATH={compare}", PYTHON, *run_argv])
+        )
     for run in range(runs):
         order = kinds[run % len(kinds) :] + kinds[: run % len(kinds)]  # rotate: no order bias
         for name, samples, argv in order:
@@ -489,6 +494,36 @@ def machine() -> list[str]:
     ]
 
 
+def _earlier_section(compare: Path | None, throughput: list[Throughput]) -> list[str]:
+    """``--compare``: this fanout against the earlier checkout, both from the same rotation."""
+    measured = [t for t in throughput if t.earlier]
+    if compare is None or not measured:
+        return []
+    rev = subprocess.run(
+        ["git", "-C", str(compare), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    lines = [
+        f"## This fanout against an earlier one (`--compare`: {rev[:90] or compare})",
+        "",
+        "| N | CPU s now | CPU s before | CPU/host ms now / before | wall s now / before | "
+        "RSS MiB now / before |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in measured:
+        fc, ec = median([s.cpu for s in t.fanout]), median([s.cpu for s in t.earlier])
+        fw, ew = median([s.wall for s in t.fanout]), median([s.wall for s in t.earlier])
+        fr, er = median([s.rss_kib for s in t.fanout]), median([s.rss_kib for s in t.earlier])
+        lines.append(
+            f"| {t.hosts} | {fc:.2f} | {ec:.2f} ({fc / ec - 1:+.0%}) | "
+            f"{fc / t.hosts * 1000:.1f} / {ec / t.hosts * 1000:.1f} | {fw:.2f} / {ew:.2f} | "
+            f"{fr / 1024:.1f} / {er / 1024:.1f} |"
+        )
+    return [*lines, "", "Both run from bytecode, in this venv, in the same rotation.", ""]
+
+
 def write_results(
     path: Path,
     args: argparse.Namespace,
@@ -535,14 +570,16 @@ def write_results(
     target_rows: list[tuple[str, str, str]] = []
     rows = [
         "| N | fanout s | baseline s | ratio | wrapped baseline s | ratio to wrapped | "
-        "fanout CPU s (sys) | CPU/host ms | baseline CPU s (sys) | fanout RSS MiB | "
-        "baseline RSS MiB | RSS/host above baseline KiB | machine busy (fanout/baseline) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "fanout CPU s (sys) | CPU/host ms | baseline CPU s (sys) | wrapped baseline CPU s | "
+        "fanout RSS MiB | baseline RSS MiB | RSS/host above baseline KiB | "
+        "machine busy (fanout/baseline) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in throughput:
         fw, bw = median([s.wall for s in t.fanout]), median([s.wall for s in t.baseline])
         ww = median([s.wall for s in t.wrapped])
         fc, bc = median([s.cpu for s in t.fanout]), median([s.cpu for s in t.baseline])
+        wc = median([s.cpu for s in t.wrapped])
         fs, bs = median([s.system for s in t.fanout]), median([s.system for s in t.baseline])
         fr, br = median([s.rss_kib for s in t.fanout]), median([s.rss_kib for s in t.baseline])
         ratio = fw / bw
@@ -552,7 +589,8 @@ def write_results(
         rows.append(
             f"| {t.hosts} | {fw:.2f} | {bw:.2f} | {ratio:.2f} | {ww:.2f} | {fw / ww:.2f} | "
             f"{fc:.2f} ({fs:.2f}) | "
-            f"{cpu_host:.1f} | {bc:.2f} ({bs:.2f}) | {fr / 1024:.1f} | {br / 1024:.1f} | "
+            f"{cpu_host:.1f} | {bc:.2f} ({bs:.2f}) | {wc:.2f} | "
+            f"{fr / 1024:.1f} | {br / 1024:.1f} | "
             f"{rss_host:.0f} | {fb:.0%} / {bb:.0%} |"
         )
         wrapped_ratio = fw / ww
@@ -676,6 +714,7 @@ def write_results(
         "in rotated order. Both baselines offer fanout's ciphers. *machine busy*: "
         "share of all CPUs busy during the run (client, sshd and doubles alike).",
         "",
+        *_earlier_section(args.compare, throughput),
     ]
     if cancels:
         per_run = ", ".join(f"{max(c.latencies):.2f} s" for c in cancels)
@@ -772,6 +811,13 @@ def main() -> int:
     )
     parser.add_argument("--scale-parallel", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run the fanout of this checkout (git worktree add DIR REV), same rotation",
+    )
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     sizes = [int(n) for n in (args.sizes or ("50" if args.quick else "50,200,500")).split(",")]
@@ -784,6 +830,11 @@ def main() -> int:
     # Installed from a wheel, fanout runs from bytecode; an editable checkout under
     # PYTHONDONTWRITEBYTECODE would compile every module at every start instead.
     compileall.compile_dir(str(ROOT / "fanout"), quiet=1)
+    if args.compare is not None:
+        if not (args.compare / "fanout" / "__init__.py").is_file():
+            print(f"--compare {args.compare}: no fanout checkout there", file=sys.stderr)
+            return 2
+        compileall.compile_dir(str(args.compare / "fanout"), quiet=1)
     fd_limit = raise_fd_limit()
     remote = open_remote_side()
     workdir = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
@@ -795,7 +846,7 @@ def main() -> int:
         if "throughput" not in skip:
             for count in sizes:
                 print(f"throughput, N={count}", flush=True)
-                throughput.append(run_throughput(bench, count, args.runs))
+                throughput.append(run_throughput(bench, count, args.runs, args.compare))
         attribution = None
         if args.attribute:
             print(f"CPU attribution, N={args.attribute_hosts}", flush=True)
