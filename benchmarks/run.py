@@ -494,6 +494,10 @@ def machine() -> list[str]:
     ]
 
 
+def _short(text: str, width: int = 72) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def _earlier_section(compare: Path | None, throughput: list[Throughput]) -> list[str]:
     """``--compare``: this fanout against the earlier checkout, both from the same rotation."""
     measured = [t for t in throughput if t.earlier]
@@ -506,18 +510,18 @@ def _earlier_section(compare: Path | None, throughput: list[Throughput]) -> list
         check=False,
     ).stdout.strip()
     lines = [
-        f"## This fanout against an earlier one (`--compare`: {rev[:90] or compare})",
+        f"## This fanout against an earlier one (`--compare`: {_short(rev) or compare})",
         "",
-        "| N | CPU s now | CPU s before | CPU/host ms now / before | wall s now / before | "
-        "RSS MiB now / before |",
-        "|---|---|---|---|---|---|",
+        "| N | CPU s now | CPU s before | CPU change | CPU/host ms now / before | "
+        "wall s now / before | RSS MiB now / before |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in measured:
         fc, ec = median([s.cpu for s in t.fanout]), median([s.cpu for s in t.earlier])
         fw, ew = median([s.wall for s in t.fanout]), median([s.wall for s in t.earlier])
         fr, er = median([s.rss_kib for s in t.fanout]), median([s.rss_kib for s in t.earlier])
         lines.append(
-            f"| {t.hosts} | {fc:.2f} | {ec:.2f} ({fc / ec - 1:+.0%}) | "
+            f"| {t.hosts} | {fc:.2f} | {ec:.2f} | {fc / ec - 1:+.0%} | "
             f"{fc / t.hosts * 1000:.1f} / {ec / t.hosts * 1000:.1f} | {fw:.2f} / {ew:.2f} | "
             f"{fr / 1024:.1f} / {er / 1024:.1f} |"
         )
