@@ -569,9 +569,9 @@ class Store:
         """Commit the row changes of one event before returning; a host's marks excepted.
 
         ``HostStarted`` and ``HostFinished`` are staged instead, and committed with the next
-        change or by ``flush()`` (the runner calls it every second; leaving ``open_store``
-        and every reader call it too): a group commit for hosts dispatched or finishing
-        together, and two fsyncs fewer per host. Nothing depends on their durability:
+        change or by ``flush()`` (the runner calls it every second, and leaving
+        ``open_store`` calls it): a group commit for hosts dispatched or finishing together,
+        and two fsyncs fewer per host. Nothing depends on their durability:
         ``--resume``, ``check`` and the level choices read step rows, which are committed
         before ``emit`` returns (a step cannot start unrecorded); a crash loses at most the
         last second of host marks, as it loses at most the last second of log output.
