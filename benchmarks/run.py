@@ -220,10 +220,10 @@ def run_throughput(bench: Bench, count: int, runs: int, compare: Path | None = N
             [PYTHON, str(ROOT / "benchmarks" / "baseline.py"), str(inventory), "--wrapped"],
         ),
     ]
-    if compare is not None:  # its fanout package first on the path: this venv, that code
-        kinds.append(
-            ("earlier", result.earlier, ["env", f"PYTHONPATH={compare}", PYTHON, *run_argv])
-        )
+    if compare is not None:  # this venv, that code: -P keeps the working directory (this
+        # checkout) off sys.path, so PYTHONPATH's fanout is the one imported
+        earlier = ["env", f"PYTHONPATH={compare}", PYTHON, "-P", *run_argv]
+        kinds.append(("earlier", result.earlier, earlier))
     for run in range(runs):
         order = kinds[run % len(kinds) :] + kinds[: run % len(kinds)]  # rotate: no order bias
         for name, samples, argv in order:
@@ -839,6 +839,22 @@ def main() -> int:
             print(f"--compare {args.compare}: no fanout checkout there", file=sys.stderr)
             return 2
         compileall.compile_dir(str(args.compare / "fanout"), quiet=1)
+        imported = subprocess.run(
+            [
+                "env",
+                f"PYTHONPATH={args.compare}",
+                PYTHON,
+                "-P",
+                "-c",
+                "import fanout; print(fanout.__file__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if not Path(imported).resolve().is_relative_to(args.compare.resolve()):
+            print(f"--compare {args.compare}: imports {imported or 'nothing'}", file=sys.stderr)
+            return 2
     fd_limit = raise_fd_limit()
     remote = open_remote_side()
     workdir = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
