@@ -30,6 +30,8 @@ import yaml
 #: fanout.transport.connect.PREFERRED_CIPHERS, spelled out so that the baseline does not pay
 #: for importing fanout (run.py checks that the two agree).
 PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+#: Seconds for TCP + handshake + auth; run.py gives fanout's inventories the same.
+CONNECT_TIMEOUT = 60
 
 STEP_BODIES = {
     "full": "BACKUP INCREMENTAL LEVEL 0 DATABASE TAG 'FANOUT_L0';",
@@ -80,7 +82,7 @@ async def run_host(
         client_keys=[key],
         config=None,
         agent_path=None,
-        connect_timeout=60,
+        connect_timeout=CONNECT_TIMEOUT,
         encryption_algs=PREFERRED_CIPHERS,
     ) as conn:
         ok = True
