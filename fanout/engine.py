@@ -378,9 +378,8 @@ class Engine:
                     if skip is not None:
                         if skip.status is StepStatus.CANCELLED:
                             stop = True
-                        elif (
-                            by_host
-                        ):  # the host's condition: false or broken, none of its steps run
+                        elif by_host:
+                            # the host's condition: false or broken, none of its steps run
                             for later in target.steps:
                                 if later.name not in reported and skip.cause == CONDITION_FALSE:
                                     self._finish_step(
