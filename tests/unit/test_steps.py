@@ -254,7 +254,8 @@ def test_command_execs_rman_from_oracle_home_with_script_on_stdin(tmp_path: Path
     rman = home / "bin" / "rman"
     rman.write_text('#!/bin/sh\nprintf "%s|%s|%s\\n" "$*" "$ORACLE_SID" "$TWO_TASK"\ncat\n')
     rman.chmod(0o755)
-    step = render_step(make_host(oracle_home=str(home)), BUILTIN_STEPS["controlfile"], RUN_ID)
+    host = make_host(oracle_home=str(home), lock_dir=str(tmp_path))  # not the shared /tmp
+    step = render_step(host, BUILTIN_STEPS["controlfile"], RUN_ID)
     env = {"PATH": os.defpath, "TWO_TASK": "OTHERDB"}
     out = subprocess.run(
         ["/bin/sh", "-c", step.command], input=step.stdin, env=env, capture_output=True,
