@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -766,3 +767,24 @@ def test_store_records_render(store: Store) -> None:
     assert "db02          failed" in render_show(detail, now=T0, tz=UTC)
     assert "r1" in render_history(store.recent_runs(), now=T0, tz=UTC)
     json.dumps(show_json(detail, now=T0))
+
+
+async def test_a_run_commits_staged_host_marks_every_second(tmp_path: Path) -> None:
+    """The runner's periodic flush commits a staged mark while the run goes on (no other
+    change needed): a host's 'running' is visible to another reader within the interval."""
+    from fanout.logs import LogSink
+    from fanout.runner import _flush_every_second
+
+    reader = sqlite3.connect(tmp_path / "fanout.db")
+    with open_store(tmp_path) as store, LogSink(tmp_path, flush_interval=0.05) as logs:
+        store.emit(_plan())
+        store.emit(HostStarted("r1", "db01", T0 + 1))
+        status = "SELECT status FROM hosts WHERE name = 'db01'"
+        assert reader.execute(status).fetchone() == ("pending",)
+        flusher = asyncio.create_task(_flush_every_second(logs, store))
+        try:
+            await asyncio.sleep(0.3)
+            assert reader.execute(status).fetchone() == ("running",)
+        finally:
+            flusher.cancel()
+    reader.close()
