@@ -114,31 +114,35 @@ def output(host: str, step: str, lines: list[str], at: float, reader: Transcript
     return out
 
 
-def stream(n: int) -> list[Event]:
-    """The events of an n-host run, hosts interleaved line by line."""
+def stream(n: int) -> list[tuple[Event, ...]]:
+    """The events of an n-host run, hosts interleaved line by line, as the engine hands them
+    over: one at a time, but a step's end with the host's next step start (``emit_together``)."""
     names = [f"db{i:04d}" for i in range(n)]
     hosts = tuple(PlannedHost(h, 1, h.upper(), "127.0.0.1", STEPS) for h in names)
     meta = RunMeta(argv=("fanout", "run", "bench.yaml"))
-    events: list[Event] = [RunStarted(RUN_ID, "bench.yaml", hosts, n, T0, meta=meta)]
+    events: list[tuple[Event, ...]] = [(RunStarted(RUN_ID, "bench.yaml", hosts, n, T0, meta=meta),)]
     now = T0
-    events += [HostStarted(RUN_ID, h, now) for h in names]
-    events += [HostConnected(RUN_ID, h, 1, now + 0.1) for h in names]
+    events += [(HostStarted(RUN_ID, h, now),) for h in names]
+    events += [(HostConnected(RUN_ID, h, 1, now + 0.1),) for h in names]
+    ended: dict[str, tuple[Event, ...]] = dict.fromkeys(names, ())
     for step in STEPS:
         now += 0.2
-        events += [StepStarted(RUN_ID, h, step, 1, "rman target /", now) for h in names]
+        events += [
+            (*ended[h], StepStarted(RUN_ID, h, step, 1, "rman target /", now)) for h in names
+        ]
         lines = {h: transcript(h.upper(), step) for h in names}
         readers = {h: Transcript() for h in names}
         count = len(lines[names[0]])
         for i in range(0, count, BATCH):
             now += BATCH / count
             for h in names:
-                events += output(h, step, lines[h][i : i + BATCH], now, readers[h])
+                events += [(e,) for e in output(h, step, lines[h][i : i + BATCH], now, readers[h])]
         now += 0.1
-        events += [
-            StepFinished(RUN_ID, h, step, 1, StepStatus.OK, 0, None, 1.1, False, now) for h in names
-        ]
-    events += [HostFinished(RUN_ID, h, HostStatus.OK, None, now - T0, None, now) for h in names]
-    events.append(RunFinished(RUN_ID, 0, None, now - T0, now))
+        for h in names:
+            ended[h] = (StepFinished(RUN_ID, h, step, 1, StepStatus.OK, 0, None, 1.1, False, now),)
+    events += [ended[h] for h in names]
+    events += [(HostFinished(RUN_ID, h, HostStatus.OK, None, now - T0, None, now),) for h in names]
+    events.append((RunFinished(RUN_ID, 0, None, now - T0, now),))
     return events
 
 
@@ -167,14 +171,24 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def replay(kind: str, events: list[Event]) -> float:
-    """CPU seconds to feed ``events`` to the ``kind`` sinks (opening them excluded)."""
+def replay(kind: str, events: list[tuple[Event, ...]]) -> float:
+    """CPU seconds to feed ``events`` to the ``kind`` sinks (opening them excluded). Events
+    handed over together go to a sink's ``emit_together`` where this fanout has one."""
     with tempfile.TemporaryDirectory(prefix="fanout-sinks-") as tmp, sinks(kind, Path(tmp)) as out:
         emits: list[Callable[[Event], None]] = [s.emit for s in out]
+        togethers = [getattr(s, "emit_together", None) for s in out]
         start = cpu()
-        for event in events:
-            for emit in emits:
-                emit(event)
+        for handed in events:
+            if len(handed) == 1:
+                for emit in emits:
+                    emit(handed[0])
+                continue
+            for emit, together in zip(emits, togethers, strict=True):
+                if together is not None:
+                    together(handed)
+                else:
+                    for event in handed:
+                        emit(event)
         return cpu() - start
 
 

@@ -36,6 +36,7 @@ from fanout.errors import ConnectionLost, ExitCode, TransportError
 from fanout.events import (
     CancelReason,
     ConnectFailed,
+    Event,
     EventSink,
     HostConnected,
     HostFinished,
@@ -51,6 +52,7 @@ from fanout.events import (
     StepStarted,
     StepStatus,
     Stream,
+    emit_together,
 )
 from fanout.model import Host, OnFailure, StepKind, format_duration
 from fanout.rman import Transcript, step_cause
@@ -341,6 +343,7 @@ class Engine:
     ) -> str | None:
         """Connect, run the steps in sequence; return a host-level failure cause or None."""
         host = target.host
+        held = _Held(self._sink)
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             session: Session | None = None
             stop = False
@@ -351,6 +354,7 @@ class Engine:
                         break
                     unmet = _unmet(step, reported, target.succeeded_before)
                     if unmet is not None:
+                        held.release()
                         skipped = StepResult(StepStatus.SKIPPED, None, unmet)
                         self._finish_step(host.name, step.name, 0, skipped, 0.0, detail=step.detail)
                         reported[step.name] = StepStatus.SKIPPED
@@ -359,6 +363,7 @@ class Engine:
                     for by_host, condition in ((True, host_when), (False, step.when)):
                         if condition is None:
                             continue
+                        held.release()  # an await follows
                         if session is None:
                             session = await self._connect(host, stack, token)
                         started = self._clock()
@@ -390,9 +395,10 @@ class Engine:
                         continue
                     for attempt in range(1, step.retries + 2):
                         if session is None:
+                            held.release()  # an await follows
                             session = await self._connect(host, stack, token)
                         started = self._clock()
-                        self._sink.emit(
+                        held.emit(  # with the step before's end, if held: one commit
                             StepStarted(
                                 self.run_id,
                                 host.name,
@@ -415,7 +421,7 @@ class Engine:
                         detail = "; ".join(
                             part for part in (step.detail, *result.warnings) if part is not None
                         )
-                        self._finish_step(
+                        finished = self._step_finished(
                             host.name,
                             step.name,
                             attempt,
@@ -425,8 +431,10 @@ class Engine:
                             detail=detail or None,
                         )
                         if not will_retry:
+                            held.hold(finished)  # no await before the host's next event
                             reported[step.name] = result.status
                             break
+                        self._sink.emit(finished)
                         try:
                             await self._sleep(self._retry_delay, token)
                         except _Interrupted:
@@ -441,6 +449,8 @@ class Engine:
                 return None
             except TransportError as exc:  # could not (re)connect
                 return exc.reason
+            finally:
+                held.release()  # before the session closes (an await)
         return None
 
     async def _check(
@@ -622,19 +632,32 @@ class Engine:
         detail: str | None = None,
     ) -> None:
         self._sink.emit(
-            StepFinished(
-                run_id=self.run_id,
-                host=host,
-                step=step,
-                attempt=attempt,
-                status=result.status,
-                exit_status=result.exit_status,
-                cause=result.cause,
-                duration=duration,
-                will_retry=will_retry,
-                at=self._wall(),
-                detail=detail,
-            )
+            self._step_finished(host, step, attempt, result, duration, will_retry, detail=detail)
+        )
+
+    def _step_finished(
+        self,
+        host: str,
+        step: str,
+        attempt: int,
+        result: StepResult,
+        duration: float,
+        will_retry: bool = False,
+        *,
+        detail: str | None = None,
+    ) -> StepFinished:
+        return StepFinished(
+            run_id=self.run_id,
+            host=host,
+            step=step,
+            attempt=attempt,
+            status=result.status,
+            exit_status=result.exit_status,
+            cause=result.cause,
+            duration=duration,
+            will_retry=will_retry,
+            at=self._wall(),
+            detail=detail,
         )
 
     def _finish_host(
@@ -703,6 +726,38 @@ async def _wait_any(aws: Sequence[Coroutine[Any, Any, object]], within: float | 
         for t in tasks:
             t.cancel()
     return bool(done)
+
+
+class _Held:
+    """A host's ``StepFinished``, held back to reach the sinks in one call with the host's
+    next event (``emit_together``): the run store then commits a step's end and the next
+    step's start as one transaction. ``_run_steps`` holds it only across code that does not
+    await and releases it before anything else of the host is emitted, before every await
+    and on every exit, so every sink gets it before anything can follow from it."""
+
+    __slots__ = ("_event", "_sink")
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._event: StepFinished | None = None
+
+    def hold(self, event: StepFinished) -> None:
+        assert self._event is None, "a StepFinished is already held"
+        self._event = event
+
+    def emit(self, event: Event) -> None:
+        """Emit ``event``, with the held one before it if any."""
+        if self._event is None:
+            self._sink.emit(event)
+            return
+        held, self._event = self._event, None
+        emit_together(self._sink, (held, event))
+
+    def release(self) -> None:
+        """Emit the held event now, if any."""
+        if self._event is not None:
+            held, self._event = self._event, None
+            self._sink.emit(held)
 
 
 class _Guard:

@@ -7,7 +7,7 @@ A status enum's values are exactly what the JSON output and the store show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -216,9 +216,24 @@ Event = (
 
 
 class EventSink(Protocol):
-    """Consumes events. ``emit`` is synchronous and quick: cancellation cannot interrupt it."""
+    """Consumes events. ``emit`` is synchronous and quick: cancellation cannot interrupt it.
+
+    A sink may also have ``emit_together(events)``, taking events that happened together
+    (no await between them) in one call: the run store commits them as one transaction.
+    ``emit_together`` below hands them to any sink, with or without it.
+    """
 
     def emit(self, event: Event) -> None: ...
+
+
+def emit_together(sink: EventSink, events: Sequence[Event]) -> None:
+    """Hand ``events`` to ``sink`` in order: in one call if it takes them together."""
+    together: Callable[[Sequence[Event]], None] | None = getattr(sink, "emit_together", None)
+    if together is not None:
+        together(events)
+        return
+    for event in events:
+        sink.emit(event)
 
 
 class FanOut:
@@ -240,8 +255,20 @@ class FanOut:
             try:
                 sink.emit(event)
             except Exception as exc:  # isolation: see the class docstring
-                self.failures.append((sink, exc))
-                self._sinks = [s for s in self._sinks if s is not sink]
+                self._drop(sink, exc)
+
+    def emit_together(self, events: Sequence[Event]) -> None:
+        """Every sink takes ``events`` before the next one sees them (store first: recorded
+        before reported), together where it can (``emit_together``)."""
+        for sink in self._sinks:
+            try:
+                emit_together(sink, events)
+            except Exception as exc:  # isolation: see the class docstring
+                self._drop(sink, exc)
+
+    def _drop(self, sink: EventSink, exc: Exception) -> None:
+        self.failures.append((sink, exc))
+        self._sinks = [s for s in self._sinks if s is not sink]
 
 
 class RecordingSink:

@@ -24,14 +24,14 @@ from tests.fakes import Behaviour, FakeTransport, HostScript
 
 
 class RefuseWritesAfter:
-    """A sink placed after the store: once ``host``'s ``step`` has finished (and been recorded),
+    """A sink placed after the store: once ``host``'s ``step`` has started (and been recorded),
     the store's database refuses every further write."""
 
     def __init__(self, store: Store, host: str, step: str) -> None:
         self.store, self.host, self.step = store, host, step
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, StepFinished) and (event.host, event.step) == (self.host, self.step):
+        if isinstance(event, StepStarted) and (event.host, event.step) == (self.host, self.step):
             self.store._db.execute("PRAGMA query_only = ON")  # fault injection point
 
 
@@ -48,7 +48,9 @@ async def test_no_step_starts_after_the_store_fails(tmp_path: Path) -> None:
         token.cancel(CancelReason.STORE)
 
     with open_store(tmp_path, on_write_error=failed) as store:
-        sink = FanOut([store, RefuseWritesAfter(store, "a", "full"), recording])
+        # a's full ends and its archivelog starts after b's slow full started: the write of
+        # those two, handed over together, is the first one refused
+        sink = FanOut([store, RefuseWritesAfter(store, "b", "full"), recording])
         engine = Engine(
             run_id="r1",
             inventory="test.yaml",
@@ -64,7 +66,7 @@ async def test_no_step_starts_after_the_store_fails(tmp_path: Path) -> None:
         detail = store.run_detail("r1")
     assert code == ExitCode.IO_ERROR
     assert len(errors) == 1
-    assert "StepStarted not recorded" in str(errors[0])
+    assert "StepFinished and StepStarted not recorded" in str(errors[0])
     started_remotely = [(host, step) for _, host, step in transport.journal.of("start")]
     assert started_remotely == [("a", "full"), ("b", "full")]
     assert detail is not None

@@ -272,6 +272,50 @@ def test_host_marks_are_committed_with_the_next_change(store: Store) -> None:
     reader.close()
 
 
+def test_events_handed_over_together_are_one_transaction(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """emit_together: a step's end, output and the next start commit once, with any staged
+    mark, before it returns (a separate connection sees all of them)."""
+    reader = sqlite3.connect(store.path)
+    store.emit(_plan())
+    store.emit(StepStarted("r1", "db01", "full", 1, "rman", T0 + 1))
+    store.emit(HostFinished("r1", "db02", HostStatus.FAILED, "refused", 1.0, None, T0 + 2))
+    commits: list[int] = []
+    commit = store._commit
+    monkeypatch.setattr(store, "_commit", lambda stmts: (commits.append(len(stmts)), commit(stmts)))
+    store.emit_together(
+        [
+            _step("r1", "db01", "full", StepStatus.OK, T0 + 60),
+            StepOutput("r1", "db01", "full", Stream.STDOUT, ("Recovery Manager complete.",), T0),
+            StepStarted("r1", "db01", "archivelog", 1, "rman", T0 + 60),
+        ]
+    )
+    assert commits == [4]  # the host mark, the step's end and its backup, the next start
+    steps = reader.execute("SELECT step, status FROM steps WHERE host = 'db01' ORDER BY position")
+    assert steps.fetchall() == [("full", "ok"), ("archivelog", "running")]
+    assert reader.execute("SELECT status FROM hosts WHERE name = 'db02'").fetchone() == ("failed",)
+    assert reader.execute("SELECT last_status FROM backups").fetchall() == [("ok",)]
+    reader.close()
+
+
+def test_a_refused_hand_over_names_its_events(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.emit(_plan())
+        store.emit(StepStarted("r1", "db01", "full", 1, "rman", T0 + 1))
+        store._db.execute("PRAGMA query_only = ON")
+        store.emit_together(
+            [
+                _step("r1", "db01", "full", StepStatus.OK, T0 + 60),
+                StepStarted("r1", "db01", "archivelog", 1, "rman", T0 + 60),
+            ]
+        )
+        assert "r1: StepFinished and StepStarted not recorded" in str(store.write_error)
+        store._db.execute("PRAGMA query_only = OFF")
+        full = store.run_detail("r1").hosts[0].steps[0]  # type: ignore[union-attr]
+        assert (full.step, full.status) == ("full", "running")  # rolled back, both
+
+
 def test_staged_host_marks_are_committed_on_leaving(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.emit(_plan())
