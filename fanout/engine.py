@@ -588,7 +588,7 @@ class Engine:
         warnings: list[str],
     ) -> None:
         emit = self._sink.emit
-        feed = transcript.feed
+        feed = transcript.feed_lines
         wall = self._wall
         run_id = self.run_id
         stderr = Stream.STDERR
@@ -596,8 +596,7 @@ class Engine:
             async for batch in proc.batches():
                 at = wall()  # the lines of a batch arrived together
                 lines = batch.lines
-                for text in lines:
-                    feed(text)
+                feed(lines)
                 if batch.stream is stderr:
                     for text in reversed(lines):
                         if stripped := text.strip():

@@ -71,6 +71,7 @@ one line, whitespace collapsed, at most 200 characters.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "MAX_CAUSE",
@@ -216,6 +217,27 @@ class Transcript:
 
     def feed(self, line: str) -> None:
         """Take one output line (trailing newline optional). Never raises."""
+        text = self._take(line)
+        if text is not None:
+            progress = _progress(text)
+            if progress is not None:
+                self._progress = progress
+
+    def feed_lines(self, lines: Iterable[str]) -> None:
+        """Take the lines one read completed, in order: ``feed`` each, except that only the
+        last line with progress is parsed for it (it replaces any before it)."""
+        take = self._take
+        candidates = [text for text in map(take, lines) if text]
+        for text in reversed(candidates):
+            if text.startswith(_PROGRESS_PREFIXES):
+                progress = _progress(text)
+                if progress is not None:
+                    self._progress = progress
+                    return
+
+    def _take(self, line: str) -> str | None:
+        """Everything ``feed`` does but the progress: the stripped text that may carry
+        progress, or None for a line of an error stack."""
         raw = line[:_MAX_LINE].rstrip()
         prompted = raw.startswith("RMAN>")
         text = _PROMPT.sub("", raw) if prompted else raw
@@ -227,17 +249,15 @@ class Transcript:
             self._blank_in_stack = False
             self._in_inline = False
             _append(self._stack, text)
-            return
+            return None
         if self._in_stack and self._stack_line(text, prompted):
-            return
+            return None
         stripped = text.strip()
         if _INLINE_FAILURE in stripped:
             self._inline_failures += 1
         if self._in_inline or "ORA-" in stripped or "RMAN-" in stripped:  # cheap screen
             self._inline_line(stripped, continued=text[:1].isspace())
-        progress = _progress(stripped)
-        if progress is not None:
-            self._progress = progress
+        return stripped
 
     @property
     def failed(self) -> bool:

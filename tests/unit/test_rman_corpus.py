@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 
@@ -173,3 +174,35 @@ def test_corpus_transcript_yields_its_cause(name: str) -> None:
         assert step_cause(0, t, None) is None
         assert t.inline_cause == cause
         assert step_cause(137, t, None) == "killed by SIGKILL"  # a signal says more
+
+
+def _reading(t: Transcript) -> tuple[object, ...]:
+    return (
+        t.failed,
+        t.error_stack,
+        t.cause,
+        t.nothing_to_backup,
+        t.inline_cause,
+        t.inline_failures,
+        t.progress,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_lines_fed_in_batches_read_as_lines_fed_one_by_one(name: str) -> None:
+    """feed_lines (the engine's, one read's lines at a time) gives what feed gives line by
+    line, after every batch, for batches of every size up to 7 and a random split."""
+    _, one_by_one = read_corpus(name)
+    _, body = (CORPUS / name).read_text(encoding="utf-8").split(HEADER_END, 1)
+    lines = textwrap.dedent(body).splitlines()
+    rng = random.Random(name)
+    cuts = sorted(rng.sample(range(1, len(lines)), min(5, len(lines) - 1)))
+    splits = [list(range(0, len(lines), size)) for size in range(1, 8)] + [[0, *cuts]]
+    for starts in splits:
+        batched, single = Transcript(), Transcript()
+        for begin, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+            batched.feed_lines(lines[begin:end])
+            for line in lines[begin:end]:
+                single.feed(line)
+            assert _reading(batched) == _reading(single), (starts, begin)
+        assert _reading(batched) == _reading(one_by_one)
