@@ -11,6 +11,7 @@ only while its step runs), so a 500-host run stays a few hundred KB.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -115,9 +116,18 @@ def format_elapsed(seconds: float) -> str:
 
 def format_instant(at: float, *, millis: bool = False) -> str:
     """Epoch seconds as ISO-8601 UTC: ``2026-11-23T17:14:35Z`` (``…35.120Z`` with ``millis``)."""
+    if not millis and at >= 0:
+        second = int(at)
+        if at - second < 0.999:  # clear of datetime's rounding to the microsecond
+            return _format_second(second)  # a run's events share their seconds: cached
     moment = datetime.fromtimestamp(at, tz=UTC)
     text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
     return text.removesuffix("+00:00") + "Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _format_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat().removesuffix("+00:00") + "Z"
 
 
 @dataclass(slots=True)

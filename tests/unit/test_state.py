@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -379,6 +380,17 @@ def test_format_instant() -> None:
     """Timestamps are ISO-8601 UTC with a Z, optionally with milliseconds."""
     assert format_instant(1795454075.25) == "2026-11-23T17:14:35Z"
     assert format_instant(1795454075.25, millis=True) == "2026-11-23T17:14:35.250Z"
+
+
+def test_format_instant_cached_by_second_reads_as_datetime_does() -> None:
+    """The per-second cache gives what datetime gives, at and near every second's edges
+    (datetime rounds to the microsecond first: 35.9999996 is already 36)."""
+    rng = random.Random(17)
+    samples = [1795454075 + d for d in (0.0, 0.5, 0.998, 0.999, 0.9999994, 0.9999996, 1.0)]
+    samples += [rng.uniform(0, 4e9) for _ in range(2000)] + [0.0, 0.4, -0.4, -1.5]
+    for at in samples:
+        moment = datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="seconds")
+        assert format_instant(at) == moment.removesuffix("+00:00") + "Z", at
 
 
 def test_step_totals_kept_incrementally_agree_with_a_recount() -> None:
