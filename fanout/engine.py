@@ -421,7 +421,7 @@ class Engine:
                         detail = "; ".join(
                             part for part in (step.detail, *result.warnings) if part is not None
                         )
-                        finished = self._step_finished(
+                        self._finish_step(
                             host.name,
                             step.name,
                             attempt,
@@ -429,12 +429,11 @@ class Engine:
                             self._clock() - started,
                             will_retry,
                             detail=detail or None,
+                            to=None if will_retry else held.hold,  # no await before the next event
                         )
                         if not will_retry:
-                            held.hold(finished)  # no await before the host's next event
                             reported[step.name] = result.status
                             break
-                        self._sink.emit(finished)
                         try:
                             await self._sleep(self._retry_delay, token)
                         except _Interrupted:
@@ -629,34 +628,23 @@ class Engine:
         will_retry: bool = False,
         *,
         detail: str | None = None,
+        to: Callable[[StepFinished], None] | None = None,
     ) -> None:
-        self._sink.emit(
-            self._step_finished(host, step, attempt, result, duration, will_retry, detail=detail)
-        )
-
-    def _step_finished(
-        self,
-        host: str,
-        step: str,
-        attempt: int,
-        result: StepResult,
-        duration: float,
-        will_retry: bool = False,
-        *,
-        detail: str | None = None,
-    ) -> StepFinished:
-        return StepFinished(
-            run_id=self.run_id,
-            host=host,
-            step=step,
-            attempt=attempt,
-            status=result.status,
-            exit_status=result.exit_status,
-            cause=result.cause,
-            duration=duration,
-            will_retry=will_retry,
-            at=self._wall(),
-            detail=detail,
+        """Emit the step's ``StepFinished`` (or hand it ``to``, e.g. ``_Held.hold``)."""
+        (to or self._sink.emit)(
+            StepFinished(
+                run_id=self.run_id,
+                host=host,
+                step=step,
+                attempt=attempt,
+                status=result.status,
+                exit_status=result.exit_status,
+                cause=result.cause,
+                duration=duration,
+                will_retry=will_retry,
+                at=self._wall(),
+                detail=detail,
+            )
         )
 
     def _finish_host(

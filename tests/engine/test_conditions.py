@@ -9,6 +9,7 @@ from dataclasses import replace
 from fanout.cancel import CancelToken
 from fanout.engine import Engine, Target
 from fanout.events import (
+    EventSink,
     HostFinished,
     HostStatus,
     RecordingSink,
@@ -47,6 +48,11 @@ async def run(
 ) -> tuple[int, RecordingSink, FakeTransport]:
     transport = FakeTransport(scripts)
     sink = RecordingSink()
+    return await drive(targets, transport, sink), sink, transport
+
+
+async def drive(targets: list[Target], transport: FakeTransport, sink: EventSink) -> int:
+    """Run ``targets`` to the end over ``transport`` into ``sink``; the exit code."""
     engine = Engine(
         run_id="20261123T000000Z-test",
         inventory="test.yaml",
@@ -60,7 +66,7 @@ async def run(
         connect_backoff=0.001,
         retry_delay=0.0,
     )
-    return await engine.run(), sink, transport
+    return await engine.run()
 
 
 def results(sink: RecordingSink) -> dict[tuple[str, str], tuple[StepStatus, str | None]]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fanout.cancel import CancelToken
-from fanout.engine import Engine, Target
+from fanout.engine import Target
 from fanout.events import Event, StepFinished, StepStarted
-from tests.engine.test_conditions import FAIL, step, target
+from tests.engine.test_conditions import FAIL, drive, step, target
 from tests.fakes import Behaviour, FakeTransport, HostScript, Journal
 
 
@@ -48,20 +47,7 @@ async def _run(
 ) -> tuple[Handed, FakeTransport]:
     transport = FakeTransport(scripts)
     sink = Handed(transport.journal)
-    engine = Engine(
-        run_id="20261201T000000Z-test",
-        inventory="test.yaml",
-        targets=targets,
-        transport=transport,
-        sink=sink,
-        token=CancelToken(),
-        max_parallel=8,
-        cancel_grace=0.05,
-        kill_grace=0.05,
-        connect_backoff=0.001,
-        retry_delay=0.0,
-    )
-    await engine.run()
+    await drive(targets, transport, sink)
     return sink, transport
 
 
