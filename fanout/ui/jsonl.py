@@ -54,22 +54,18 @@ def _encode(name: str, value: object) -> JsonValue:
             raise TypeError(f"cannot encode {name}={value!r} as JSON")
 
 
-def event_to_json(event: Event) -> dict[str, JsonValue]:
-    """The JSON object for ``event``, as documented in docs/json-events.md.
-
-    A ``StepOutput`` (several lines) gives the object of its first line; ``output_to_json``
-    gives all of them.
-    """
+def event_to_json(event: Event) -> list[dict[str, JsonValue]]:
+    """The JSON objects for ``event``, as documented in docs/json-events.md: one, or for a
+    ``StepOutput`` (the lines one read completed) one ``step_output`` object per line."""
     if isinstance(event, StepOutput):
-        return output_to_json(event)[0]
+        return _output_to_json(event)
     record: dict[str, JsonValue] = {"event": event_name(event)}
     for field in dataclasses.fields(event):
         record[field.name] = _encode(field.name, getattr(event, field.name))
-    return record
+    return [record]
 
 
-def output_to_json(event: StepOutput) -> list[dict[str, JsonValue]]:
-    """One ``step_output`` object per line of ``event``, in order."""
+def _output_to_json(event: StepOutput) -> list[dict[str, JsonValue]]:
     at = _encode("at", event.at)
     return [
         {
@@ -93,11 +89,9 @@ class JsonSink:
         self._include_output = include_output
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, StepOutput):
-            if self._include_output:
-                self._write(*output_to_json(event))
+        if isinstance(event, StepOutput) and not self._include_output:
             return
-        self._write(event_to_json(event))
+        self._write(*event_to_json(event))
 
     def _write(self, *records: dict[str, JsonValue]) -> None:
         self._stream.write(

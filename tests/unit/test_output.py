@@ -25,7 +25,7 @@ from fanout.events import (
 )
 from fanout.state import RunState
 from fanout.ui import plain
-from fanout.ui.jsonl import JsonSink, event_name
+from fanout.ui.jsonl import JsonSink, event_name, event_to_json
 from fanout.ui.plain import PlainSink
 from fanout.ui.summary import (
     CAUSE_LINES,
@@ -298,6 +298,7 @@ def test_json_output_lines_only_on_request() -> None:
     outputs = [json.loads(x) for x in full.getvalue().splitlines() if "step_output" in x]
     assert [(o["stream"], o["line"]) for o in outputs] == [("stderr", "ünïcode"), ("stderr", "two")]
     assert all(list(o) == documented_fields()["step_output"] for o in outputs)
+    assert [o["line"] for o in event_to_json(batch)] == ["ünïcode", "two"]  # no line dropped
 
 
 def test_event_name() -> None:
