@@ -217,15 +217,11 @@ class Transcript:
 
     def feed(self, line: str) -> None:
         """Take one output line (trailing newline optional). Never raises."""
-        text = self._take(line)
-        if text is not None:
-            progress = _progress(text)
-            if progress is not None:
-                self._progress = progress
+        self.feed_lines((line,))
 
     def feed_lines(self, lines: Iterable[str]) -> None:
-        """Take the lines one read completed, in order: ``feed`` each, except that only the
-        last line with progress is parsed for it (it replaces any before it)."""
+        """Take the lines one read completed, in order, as ``feed`` would one by one; only
+        the last line with progress is parsed for it (it replaces any before it)."""
         take = self._take
         candidates = [text for text in map(take, lines) if text]
         for text in reversed(candidates):

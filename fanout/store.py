@@ -601,8 +601,6 @@ class Store:
         stmts: list[_Stmt] = []
         changing: list[Event] = []
         for event in events:
-            if type(event) is StepOutput:
-                continue
             changes = self._changes(event)
             if changes:
                 stmts += changes
