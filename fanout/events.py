@@ -133,7 +133,7 @@ class StepOutput:
     step: str
     stream: Stream
     lines: tuple[str, ...]  # at least one
-    at: float
+    at: float  # when the engine took them: at most the transport's output tick after arrival
     # The step's progress as the engine's rman.Transcript read it through these lines, so
     # that no sink parses them again: "" when it read none yet; None when the emitter did
     # not read the output (RunState then reads it itself).

@@ -48,7 +48,8 @@ class OutputLine:
 
 @dataclass(frozen=True, slots=True)
 class OutputBatch:
-    """Lines of one stream that were read together (at least one)."""
+    """Lines of one stream that were read together (at least one): what arrived within one
+    output tick (``framing.OUTPUT_TICK``) until the other stream's next lines."""
 
     stream: Stream
     lines: tuple[str, ...]  # without their trailing newlines

@@ -14,6 +14,9 @@ starts (rman and its children) stays in the group. The first stdout line,
 Memory: a channel's receive window is ``WINDOW`` bytes, no more than one read (``CHUNK``), so
 SSH flow control holds the remote writer back while fanout is slower than it; at most
 ``QUEUE_LINES`` lines (plus one chunk's) wait between the channel and the consumer.
+Latency: a line waits at most ``OUTPUT_TICK`` before its consumer is woken (the end of the
+output and a full queue wake it at once); an RMAN step's output, which comes in bursts split
+over several SSH packets, then costs one hand-over per burst instead of one per packet.
 No asyncssh here.
 """
 
@@ -46,6 +49,9 @@ CHUNK: Final = 64 * 1024  # bytes per read from a stream
 WINDOW: Final = CHUNK  # SSH receive window per channel: never more than one read in flight
 MAX_LINE: Final = 64 * 1024  # longer lines are split into pieces of at most this many bytes
 QUEUE_LINES: Final = 128  # lines buffered between the channel and lines() (backpressure)
+#: Seconds a received line may wait before its consumer is woken, so that the chunks arriving
+#: meanwhile are handed over together (one batch per stream) and not one wake-up each.
+OUTPUT_TICK: Final = 0.1
 PREAMBLE_MAX: Final = 64 * 1024  # stdout a login shell may print before the pgid line
 MARKER_RE: Final = re.compile(r"fanout-pgid=([0-9]+)")
 
@@ -133,9 +139,13 @@ class Output:
     ``QUEUE_LINES`` (resume the channel). The queue holds one batch per chunk received (the
     lines it completed), not one item per line, so a line costs no queue operation of its own.
     ``pending`` holds the rest of a batch ``lines()`` has begun to hand out line by line.
+    A consumer waiting in ``wait_readable`` is woken ``tick`` seconds after the first batch it
+    has not seen, at once when the queue is full or the output ends; ``take`` hands over every
+    queued batch of one stream up to the other stream's next one as one batch.
     """
 
     __slots__ = (
+        "_timer",
         "batches",
         "changed",
         "closed",
@@ -146,9 +156,10 @@ class Output:
         "pending",
         "queued",
         "readable",
+        "tick",
     )
 
-    def __init__(self, on_space: Callable[[], None]) -> None:
+    def __init__(self, on_space: Callable[[], None], tick: float = OUTPUT_TICK) -> None:
         self.batches: collections.deque[OutputBatch] = collections.deque()
         self.queued = 0  # lines waiting in ``batches``
         self.pending: collections.deque[OutputLine] = collections.deque()  # taken by lines()
@@ -159,6 +170,8 @@ class Output:
         self.readable = asyncio.Event()  # a batch or the end is there for a consumer
         self.changed = asyncio.Event()  # pulse for wait(): full, closed, consumers, done
         self.on_space = on_space
+        self.tick = tick
+        self._timer: asyncio.TimerHandle | None = None  # wakes the consumer ``tick`` after a put
 
     @property
     def full(self) -> bool:
@@ -168,16 +181,24 @@ class Output:
         """Queue one batch (never waits); True if the queue is now full."""
         self.batches.append(batch)
         self.queued += len(batch.lines)
-        self.readable.set()
         if self.queued >= QUEUE_LINES:
+            self._wake()
             self.changed.set()  # wait() discards if nobody reads
             return True
+        if self._timer is None and not self.readable.is_set():
+            self._timer = asyncio.get_running_loop().call_later(self.tick, self._wake)
         return False
+
+    def _wake(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.readable.set()
 
     def end(self) -> None:
         """No more batches will come."""
         self.ended = True
-        self.readable.set()
+        self._wake()
 
     def take(self) -> OutputBatch | None:
         """The oldest batch, or None if none is queued (then ``ended`` says whether to wait)."""
@@ -186,7 +207,13 @@ class Output:
                 self.done = True
                 self.changed.set()
             return None
-        batch = self.batches.popleft()
+        batches = self.batches
+        batch = batches.popleft()
+        if batches and batches[0].stream is batch.stream:  # chunks that arrived in one tick
+            lines = list(batch.lines)
+            while batches and batches[0].stream is batch.stream:
+                lines += batches.popleft().lines
+            batch = OutputBatch(batch.stream, tuple(lines))
         was_full = self.queued >= QUEUE_LINES
         self.queued -= len(batch.lines)
         if was_full and self.queued < QUEUE_LINES:
