@@ -54,7 +54,7 @@ from fanout.rman import Transcript
 STEPS = ("full", "archivelog", "controlfile")
 RUN_ID = "20261201T155123Z-bench"
 T0 = 1_796_140_283.0
-BATCH = 3  # lines per StepOutput: a run against the RMAN double averages 2.5 (38 events per host)
+BATCH = 7  # lines per StepOutput: a run against the RMAN double averages 6.9 (14 events per host)
 
 
 def transcript(sid: str, step: str) -> list[str]:
