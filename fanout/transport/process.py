@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import asyncssh
@@ -200,24 +200,9 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
 
         Cancelling the consumer loses no batch that was not yet yielded.
         """
-        out = self._out
-        out.consumers += 1
-        out.changed.set()
-        try:
-            while True:
-                if out.pending:  # the rest of a batch lines() began (one stream)
-                    rest = OutputBatch(out.pending[0].stream, tuple(x.text for x in out.pending))
-                    out.pending.clear()
-                    yield rest
-                elif (item := out.take()) is not None:
-                    yield item
-                elif out.ended:
-                    break
-                else:
-                    await out.wait_readable()
-        finally:
-            out.consumers -= 1
-            out.changed.set()
+        with self._consumer():
+            while (batch := await self._next()) is not None:
+                yield batch
 
     async def lines(self) -> AsyncIterator[OutputLine]:
         """stdout and stderr lines as they arrive; ends when both streams reach EOF.
@@ -225,24 +210,40 @@ class SshProcess(asyncssh.SSHClientSession[bytes]):
         About ``QUEUE_LINES`` lines (plus one chunk's) wait here; past that the channel is
         paused and the remote side held back by SSH flow control. A connection loss ends the
         streams (``wait`` then raises ConnectionLost). Cancelling the consumer loses no line
-        that was not yet yielded.
+        that was not yet yielded: the rest of its batch waits in ``pending`` for the next one.
         """
+        pending = self._out.pending
+        with self._consumer():
+            while (batch := await self._next()) is not None:
+                pending.extend(OutputLine(batch.stream, text) for text in batch.lines)
+                while pending:
+                    yield pending.popleft()
+
+    @contextlib.contextmanager
+    def _consumer(self) -> Iterator[None]:
+        """While a ``lines()``/``batches()`` iteration is under way (``wait`` counts them)."""
         out = self._out
         out.consumers += 1
         out.changed.set()
         try:
-            while True:
-                if out.pending:
-                    yield out.pending.popleft()
-                elif (item := out.take()) is not None:
-                    out.pending.extend(OutputLine(item.stream, text) for text in item.lines)
-                elif out.ended:
-                    break
-                else:
-                    await out.wait_readable()
+            yield
         finally:
             out.consumers -= 1
             out.changed.set()
+
+    async def _next(self) -> OutputBatch | None:
+        """The next batch (first what a ``lines()`` left in ``pending``); None at the end."""
+        out = self._out
+        while True:
+            if out.pending:  # the rest of a batch lines() began (one stream)
+                rest = OutputBatch(out.pending[0].stream, tuple(x.text for x in out.pending))
+                out.pending.clear()
+                return rest
+            if (batch := out.take()) is not None:
+                return batch
+            if out.ended:
+                return None
+            await out.wait_readable()
 
     # ---------------------------------------------------------------- signals
 

@@ -137,3 +137,17 @@ async def test_an_ssh_process_hands_a_burst_of_packets_over_as_one_batch() -> No
     await asyncio.wait_for(reader, 1)
     assert got[-1] == OutputBatch(OUT, ("Recovery Manager complete.",))
     assert await proc.wait() == 0
+
+
+async def test_a_line_consumer_that_stops_mid_batch_leaves_the_rest_to_the_next() -> None:
+    """``lines()`` left early (break, cancel): the next ``batches()`` starts with the rest."""
+    proc = SshProcess(cast(SshSession, cast(Any, _Session())))
+    proc.connection_made(cast(Any, _Channel()))
+    proc.data_received(b"fanout-pgid=4242\nl1\nl2\nl3\n", None)
+    proc.eof_received()
+    proc.connection_lost(None)
+    lines = proc.lines()
+    assert (await anext(lines)).text == "l1"
+    await lines.aclose()
+    assert [b async for b in proc.batches()] == [OutputBatch(OUT, ("l2", "l3"))]
+    assert await proc.wait() == 0
