@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 from fanout.events import Stream
 from fanout.model import Host
-from fanout.transport.base import OutputBatch
+from fanout.transport.base import OutputBatch, OutputLine
 from fanout.transport.framing import OUTPUT_TICK, QUEUE_LINES, Output
 from fanout.transport.ssh import SshProcess, SshSession
 
@@ -146,7 +147,7 @@ async def test_a_line_consumer_that_stops_mid_batch_leaves_the_rest_to_the_next(
     proc.data_received(b"fanout-pgid=4242\nl1\nl2\nl3\n", None)
     proc.eof_received()
     proc.connection_lost(None)
-    lines = proc.lines()
+    lines = cast(AsyncGenerator[OutputLine, None], proc.lines())
     assert (await anext(lines)).text == "l1"
     await lines.aclose()
     assert [b async for b in proc.batches()] == [OutputBatch(OUT, ("l2", "l3"))]
