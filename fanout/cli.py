@@ -18,6 +18,7 @@ import typer
 
 from fanout import __version__
 from fanout.errors import FanoutError, UsageError
+from fanout.say import note, warn
 
 app = typer.Typer(
     name="fanout",
@@ -78,7 +79,7 @@ DeadlineOpt = Annotated[
 
 def fail(message: str, code: int) -> NoReturn:
     """Print one line to stderr and exit with ``code``."""
-    print(f"fanout: {message}", file=sys.stderr)
+    note(message)
     raise typer.Exit(code)
 
 
@@ -532,14 +533,11 @@ def check(
         state_dir=state_dir,
     )
 
-    def warn(message: str) -> None:
-        print(f"fanout: warning: {message}", file=sys.stderr)
-
     try:
         code, text = check_inventory(options, warn)
     except FanoutError as exc:
         if output is OutputFormat.TEXT:
-            print(f"fanout: {exc}", file=sys.stderr)
+            note(str(exc))
         else:
             print(unknown_output(output, inventory, str(exc)), end="")
         raise typer.Exit(3) from None

@@ -30,6 +30,7 @@ from fanout.forecast import limits_of, load_expected, order_hosts, resolve_deadl
 from fanout.inventory import load_inventory
 from fanout.model import Host, Inventory, select_hosts
 from fanout.policy import select_steps
+from fanout.say import note, warn
 from fanout.steps import new_run_id
 from fanout.targets import Resume, build_targets, plan_levels, plan_resume
 
@@ -145,7 +146,7 @@ def run_inventory(
                     options.resume, inventory, hosts, state_dir, quiet=options.quiet
                 )
                 for line in resume.dropped:
-                    _warn(line)
+                    warn(line)
                 hosts = tuple(h for h in hosts if h.name in resume.steps)
                 if not hosts:
                     return 1 if resume.dropped else 0
@@ -158,7 +159,7 @@ def run_inventory(
         if inventory.settings.metrics_file is not None or inventory.settings.notify is not None:
             from fanout.monitor import after_run
 
-            after_run(inventory, state_dir, exit_code, _warn)  # metrics file, notify (issue 14)
+            after_run(inventory, state_dir, exit_code, warn)  # metrics file, notify (issue 14)
         return exit_code
 
 
@@ -200,7 +201,7 @@ async def _run(
     store_cm = open_store(state_dir, recover=True, on_write_error=store_failed)
     with store_cm as store, LogSink(state_dir) as logs, _signals_fire(token):
         if store.moved_aside is not None:
-            _warn(f"{store.path} was corrupt: moved to {store.moved_aside}, starting a fresh one")
+            warn(f"{store.path} was corrupt: moved to {store.moved_aside}, starting a fresh one")
         # History is read once the store is known good (a corrupt one was just moved aside).
         deadline = resolve_deadline(inventory, options.deadline, hard=options.hard_deadline)
         limits = limits_of(inventory, options.max_parallel)
@@ -275,18 +276,18 @@ async def _run(
     log_dir = run_log_dir(state_dir, run_id)
     closed = _print_summary(options, out, console, state, log_dir, exit_code)
     if view is not None and view.error is not None:
-        _warn(f"the live table stopped drawing: {view.error!r}")
+        warn(f"the live table stopped drawing: {view.error!r}")
     for failed_sink, error in sink.failures:
         if _is_broken_pipe(error):
             closed = True
         else:
-            _warn(f"{type(failed_sink).__name__} stopped recording: {error}")
+            warn(f"{type(failed_sink).__name__} stopped recording: {error}")
     if closed:
-        _note("stdout was closed: output stopped there, the run went on to its end")
+        note("stdout was closed: output stopped there, the run went on to its end")
     if logs.error is not None:
-        _warn(f"log files incomplete: {logs.error}")
+        warn(f"log files incomplete: {logs.error}")
     if store.write_error is not None:
-        _note(f"run stopped, no step started after the run store failed: {store.write_error}")
+        note(f"run stopped, no step started after the run store failed: {store.write_error}")
     return exit_code
 
 
@@ -324,7 +325,7 @@ def _print_summary(
         out.flush()
     except OSError as exc:
         if not _is_broken_pipe(exc):  # e.g. stdout redirected to a full disk: the run stands
-            _warn(f"cannot print the summary: {exc.strerror or exc}")
+            warn(f"cannot print the summary: {exc.strerror or exc}")
             return False
         silence_stdout()
         return True
@@ -356,21 +357,13 @@ def _apply_retention(inventory: Inventory, state_dir: Path, retention: float, qu
     try:
         result = prune(state_dir, retention, inventory=inventory.path.resolve())
     except (FanoutError, sqlite3.Error, OSError) as exc:
-        _warn(f"retention {format_duration(retention)}: nothing pruned: {exc}")
+        warn(f"retention {format_duration(retention)}: nothing pruned: {exc}")
         return
     for error in result.errors:
-        _warn(f"retention: cannot remove {error}")
+        warn(f"retention: cannot remove {error}")
     if result.removed and not quiet:
         text = prune_text(result, dry_run=False, each=False).splitlines()[0]
-        _note(f"retention {format_duration(retention)}: {text}")
-
-
-def _note(message: str) -> None:
-    print(f"fanout: {message}", file=sys.stderr)
-
-
-def _warn(message: str) -> None:
-    print(f"fanout: warning: {message}", file=sys.stderr)
+        note(f"retention {format_duration(retention)}: {text}")
 
 
 def _output_sink(options: RunOptions, out: TextIO) -> EventSink | None:

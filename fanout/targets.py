@@ -9,7 +9,6 @@ levels, cluster mode's fencing token) into the engine's ``Target``s. ``fanout ru
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fanout.errors import UsageError
 from fanout.forecast import Expected
 from fanout.model import Host, Inventory
 from fanout.policy import LevelChoice, decide_levels
+from fanout.say import note
 from fanout.steps import Adopt, render_condition, render_host
 
 __all__ = ["Resume", "build_targets", "plan_levels", "plan_resume"]
@@ -64,7 +64,7 @@ def plan_resume(
     """
     from fanout.store import open_store
 
-    note = (lambda message: None) if quiet else _note
+    tell = (lambda message: None) if quiet else note
 
     with open_store(state_dir) as store:
         if wanted == "latest":
@@ -77,7 +77,7 @@ def plan_resume(
     known = {h.name for h in inventory.hosts}
     for name in owed:
         if name not in known:
-            note(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
+            tell(f"{name}: no longer in {inventory.path}; its unfinished steps are not resumed")
     steps: dict[str, tuple[str, ...]] = {}
     runs: dict[str, tuple[str, ...]] = {}
     dropped: list[str] = []
@@ -97,7 +97,7 @@ def plan_resume(
             runs[host.name] = tuple(chain)
             latest_run = max(latest_run, *chain)
     if not steps and not dropped:
-        note(f"nothing to resume: every step of {where} has succeeded since it last failed")
+        tell(f"nothing to resume: every step of {where} has succeeded since it last failed")
     return Resume(latest_run or wanted, steps, runs, tuple(dropped))
 
 
@@ -166,7 +166,3 @@ def build_targets(
             )
         )
     return targets
-
-
-def _note(message: str) -> None:
-    print(f"fanout: {message}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from fanout.cluster.leader import Holder, Leadership, campaign
 from fanout.errors import ExitCode
 from fanout.model import ClusterSettings, Host, Inventory, format_duration
 from fanout.runner import RunOptions, _run
+from fanout.say import note
 from fanout.steps import new_run_id
 
 
@@ -76,10 +76,6 @@ class Progress:
 
     run_id: str | None = None
     states: dict[tuple[str, str], str] = field(default_factory=dict)
-
-
-def note(message: str) -> None:
-    print(f"fanout: {message}", file=sys.stderr, flush=True)
 
 
 class Node:
