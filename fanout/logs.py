@@ -41,7 +41,7 @@ one file is open per running host, from its first line to its outcome; output is
 buffered and flushed every ``flush_interval`` seconds (by event time, and by the
 runner calling ``flush`` each second when output pauses) and at every step boundary
 and host line, so ``tail -f`` keeps up without a write per line and kill -9 loses at
-most the last second.
+most the last second (plus the transport's 0.1 s output tick, ``framing.OUTPUT_TICK``).
 
 Errors: an ``OSError`` (disk full, permissions) never propagates into the
 engine: losing a log must not stop backups or leave rman running. The first
