@@ -54,7 +54,7 @@ from fanout.rman import Transcript
 STEPS = ("full", "archivelog", "controlfile")
 RUN_ID = "20261201T155123Z-bench"
 T0 = 1_796_140_283.0
-BATCH = 7  # lines per StepOutput: a run against the RMAN double averages 6.9 (14 events per host)
+BATCH = 7  # lines per StepOutput: against the RMAN double 4,800 lines came as 683 events (50 hosts)
 
 
 def transcript(sid: str, step: str) -> list[str]:
